@@ -1,0 +1,75 @@
+"""Choose the backend for an engine, and insert rows on whatever connection the caller holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from .base import Backend, ClaimFilter, Outcome, Waiter
+from .mysql import MySQLBackend
+from .postgres import PostgresBackend
+from .sqlite import SQLiteBackend
+
+__all__ = [
+    "Backend",
+    "ClaimFilter",
+    "MySQLBackend",
+    "Outcome",
+    "PostgresBackend",
+    "SQLiteBackend",
+    "Waiter",
+    "backend_for",
+    "insert_rows",
+]
+
+_BACKENDS: dict[str, type[Backend]] = {
+    "postgresql": PostgresBackend,
+    "mysql": MySQLBackend,
+    "mariadb": MySQLBackend,
+    "sqlite": SQLiteBackend,
+}
+
+
+def backend_for(engine: Engine, table: sa.Table | None = None) -> Backend:
+    """The Backend for the engine's dialect; other dialects are refused with the list we support."""
+    from ..config import get_config
+    from ..schema import get_table
+
+    table = get_table(get_config().table_name) if table is None else table
+    try:
+        cls = _BACKENDS[engine.dialect.name]
+    except KeyError:
+        raise NotImplementedError(
+            f"pydelayed supports PostgreSQL, MySQL/MariaDB and SQLite, not {engine.dialect.name!r}"
+        ) from None
+    return cls(engine, table)
+
+
+def _is_psycopg(obj: Any) -> bool:
+    module = type(obj).__module__ or ""
+    return module.startswith("psycopg") and hasattr(obj, "cursor")
+
+
+def insert_rows(rows: list[dict[str, Any]], using: Any = None) -> list[int]:
+    """Insert job rows, joining the caller's transaction when `using` is given."""
+    from ..db import get_engine
+
+    if using is None:
+        engine = get_engine()
+        with engine.begin() as conn:
+            return backend_for(engine).insert(conn, rows)
+    if isinstance(using, Session):
+        conn = using.connection()
+        return backend_for(conn.engine).insert(conn, rows)
+    if isinstance(using, Connection):
+        return backend_for(using.engine).insert(using, rows)
+    if _is_psycopg(using):
+        from .psycopg_insert import insert_psycopg
+
+        return insert_psycopg(using, rows)
+    raise TypeError(
+        f"using= takes a SQLAlchemy Connection or Session, or a psycopg Connection; got {type(using)!r}"
+    )

@@ -1,0 +1,237 @@
+"""The one small interface between the worker and the database.
+
+A Backend claims ready jobs, writes outcomes (delete / retry / fail), releases locks and
+inserts rows. Everything that differs by dialect lives in a subclass (postgres, mysql,
+sqlite); the worker never asks which database it talks to.
+
+Every outcome is written only where the row is still locked by the worker that ran it
+(`id` and `locked_by` both match): a worker that finishes after its lock expired and
+another worker took the job changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..job import JobRecord
+from ..timeutil import utcnow
+
+log = logging.getLogger("delayed.backend")
+
+AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+
+
+@dataclass(frozen=True)
+class ClaimFilter:
+    """Which jobs a worker may take: its queues (empty = all) and priority range (inclusive)."""
+
+    queues: tuple[str, ...] = ()
+    min_priority: int | None = None
+    max_priority: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed job, to be written by the completer.
+
+    kind: "delete" (success, or a failure with destroy_failed_jobs), "retry" (attempts,
+    run_at and last_error updated, lock cleared) or "fail" (failed_at set, row kept).
+    """
+
+    kind: Literal["delete", "retry", "fail"]
+    id: int
+    locked_by: str
+    attempts: int = 0
+    run_at: datetime | None = None
+    last_error: str | None = None
+
+
+class Waiter:
+    """Blocks an idle worker until `timeout` passes or `wake_fd` becomes readable.
+
+    Backends with push notification (PostgreSQL LISTEN) return early when jobs arrive.
+    """
+
+    def wait(self, timeout: float, wake_fd: int) -> bool:
+        """Wait; True when woken by the database (new jobs), False otherwise."""
+        if timeout > 0:
+            select.select([wake_fd], [], [], timeout)
+        return False
+
+    def close(self) -> None:
+        """Release any connection held for waiting."""
+
+
+class Backend:
+    """Shared SQLAlchemy Core implementation; dialects override `claim` and friends."""
+
+    name = "generic"
+
+    def __init__(self, engine: Engine, table: sa.Table) -> None:
+        self.engine = engine
+        self.table = table
+
+    # -- connections -------------------------------------------------------------------
+    def connect(self) -> Connection:
+        """A connection for single-statement work (claims), in autocommit mode."""
+        return self.engine.connect().execution_options(**AUTOCOMMIT)
+
+    def waiter(self, listen: bool) -> Waiter:
+        """How an idle worker waits for new jobs; polling by default."""
+        return Waiter()
+
+    # -- predicates ----------------------------------------------------------------------
+    def ready_clause(self, now: datetime, lock_timeout: float, flt: ClaimFilter) -> Any:
+        """Ready: live, due, not locked (or locked longer ago than the lock timeout), filtered."""
+        t = self.table
+        stale = now - timedelta(seconds=lock_timeout)
+        clauses = [
+            t.c.failed_at.is_(None),
+            t.c.run_at <= now,
+            sa.or_(t.c.locked_at.is_(None), t.c.locked_at < stale),
+        ]
+        if flt.queues:
+            clauses.append(t.c.queue.in_(flt.queues))
+        if flt.min_priority is not None:
+            clauses.append(t.c.priority >= flt.min_priority)
+        if flt.max_priority is not None:
+            clauses.append(t.c.priority <= flt.max_priority)
+        return sa.and_(*clauses)
+
+    def order(self) -> tuple[Any, ...]:
+        t = self.table
+        return (t.c.priority, t.c.run_at, t.c.id)
+
+    # -- the interface -----------------------------------------------------------------
+    def claim(
+        self,
+        conn: Connection,
+        worker_name: str,
+        limit: int,
+        flt: ClaimFilter,
+        lock_timeout: float,
+        read_ahead: int,
+    ) -> list[JobRecord]:
+        """Lock up to `limit` ready jobs for `worker_name`, in pickup order."""
+        raise NotImplementedError
+
+    def complete(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
+        """Write a batch of outcomes in one transaction on `conn`."""
+        t = self.table
+        now = utcnow()
+        deletes: dict[str, list[int]] = {}
+        retries: list[dict[str, Any]] = []
+        fails: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            if outcome.kind == "delete":
+                deletes.setdefault(outcome.locked_by, []).append(outcome.id)
+            elif outcome.kind == "retry":
+                retries.append(
+                    {
+                        "b_id": outcome.id,
+                        "b_locked_by": outcome.locked_by,
+                        "attempts": outcome.attempts,
+                        "run_at": outcome.run_at,
+                        "last_error": outcome.last_error,
+                        "updated_at": now,
+                    }
+                )
+            else:
+                fails.append(
+                    {
+                        "b_id": outcome.id,
+                        "b_locked_by": outcome.locked_by,
+                        "attempts": outcome.attempts,
+                        "last_error": outcome.last_error,
+                        "failed_at": now,
+                        "updated_at": now,
+                    }
+                )
+        with conn.begin():
+            for locked_by, ids in deletes.items():
+                conn.execute(t.delete().where(t.c.id.in_(ids), t.c.locked_by == locked_by))
+            where = (t.c.id == sa.bindparam("b_id"), t.c.locked_by == sa.bindparam("b_locked_by"))
+            if retries:
+                stmt = (
+                    t.update()
+                    .where(*where)
+                    .values(
+                        attempts=sa.bindparam("attempts"),
+                        run_at=sa.bindparam("run_at"),
+                        last_error=sa.bindparam("last_error"),
+                        updated_at=sa.bindparam("updated_at"),
+                        locked_at=None,
+                        locked_by=None,
+                    )
+                )
+                conn.execute(stmt, retries)
+            if fails:
+                stmt = (
+                    t.update()
+                    .where(*where)
+                    .values(
+                        attempts=sa.bindparam("attempts"),
+                        last_error=sa.bindparam("last_error"),
+                        failed_at=sa.bindparam("failed_at"),
+                        updated_at=sa.bindparam("updated_at"),
+                        locked_at=None,
+                        locked_by=None,
+                    )
+                )
+                conn.execute(stmt, fails)
+            if retries:
+                self.notify(conn)
+
+    def release(self, conn: Connection, locked_by: str, ids: Sequence[int] | None = None) -> int:
+        """Clear the locks `locked_by` holds on live rows (all of them, or just `ids`)."""
+        t = self.table
+        stmt = (
+            t.update()
+            .where(t.c.locked_by == locked_by, t.c.failed_at.is_(None))
+            .values(locked_at=None, locked_by=None, updated_at=utcnow())
+        )
+        if ids is not None:
+            if not ids:
+                return 0
+            stmt = stmt.where(t.c.id.in_(list(ids)))
+        with conn.begin():
+            count = conn.execute(stmt).rowcount
+            if count:
+                self.notify(conn)
+        return count
+
+    def locked_rows(self, conn: Connection, locked_by: str) -> list[JobRecord]:
+        """The live rows `locked_by` holds (the supervisor reclaims a dead child's with this)."""
+        t = self.table
+        rows = conn.execute(
+            sa.select(t).where(t.c.locked_by == locked_by, t.c.failed_at.is_(None))
+        ).mappings()
+        return [JobRecord.from_mapping(row) for row in rows]
+
+    def notify(self, conn: Connection) -> None:
+        """Wake idle workers (only PostgreSQL has a way); called inside a transaction."""
+
+    # -- enqueue -----------------------------------------------------------------------
+    def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows on `conn` (the caller owns the transaction); ids in input order."""
+        t = self.table
+        if len(rows) == 1:
+            result = conn.execute(t.insert().values(**rows[0]))
+            return [int(result.inserted_primary_key[0])]
+        if conn.dialect.insert_returning:
+            ids: list[int] = []
+            for start in range(0, len(rows), 1000):
+                chunk = rows[start : start + 1000]
+                result = conn.execute(t.insert().values(chunk).returning(t.c.id))
+                # One statement draws its ids from the sequence in VALUES order.
+                ids.extend(sorted(int(r[0]) for r in result))
+            return ids
+        return [self.insert(conn, [row])[0] for row in rows]

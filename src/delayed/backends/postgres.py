@@ -1,0 +1,142 @@
+"""PostgreSQL: one-statement SKIP LOCKED pickup, LISTEN/NOTIFY wake-ups.
+
+The claim is a single UPDATE whose target ids come from `ARRAY(SELECT ... FOR UPDATE SKIP
+LOCKED)`: one round trip locks up to `limit` jobs, concurrent workers skip each other's
+rows instead of waiting, and under READ COMMITTED a row another worker claimed meanwhile is
+re-checked and dropped. The array form makes PostgreSQL run the sub-select exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
+
+from ..job import JobRecord
+from ..schema import notify_channel
+from ..timeutil import utcnow
+from .base import Backend, ClaimFilter, Waiter
+
+log = logging.getLogger("delayed.backend")
+
+
+class PostgresWaiter(Waiter):
+    """Waits on a LISTEN connection and the worker's wake pipe at once."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self.raw: Any = None
+
+    def _listen(self) -> Any:
+        if self.raw is None:
+            raw = self.backend.engine.raw_connection()
+            try:
+                driver = raw.driver_connection
+                driver.autocommit = True
+                channel = notify_channel(self.backend.table).replace('"', '""')
+                driver.execute(f'LISTEN "{channel}"')
+            except Exception:
+                raw.invalidate()
+                raise
+            self.raw = raw
+        return self.raw.driver_connection
+
+    def wait(self, timeout: float, wake_fd: int) -> bool:
+        if timeout <= 0:
+            return False
+        try:
+            conn = self._listen()
+        except Exception as exc:  # database down: fall back to polling
+            log.warning("LISTEN unavailable (%s); polling every %.1f s", exc, timeout)
+            return super().wait(timeout, wake_fd)
+        readable, _, _ = select.select([conn.fileno(), wake_fd], [], [], timeout)
+        if conn.fileno() not in readable:
+            return False
+        try:
+            return any(True for _ in conn.notifies(timeout=0.0))
+        except Exception as exc:
+            log.warning("LISTEN connection lost (%s); reconnecting on next wait", exc)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self.raw is not None:
+            raw, self.raw = self.raw, None
+            with contextlib.suppress(Exception):  # a dead socket may refuse to close
+                raw.invalidate()  # never hand a LISTENing connection back to the pool
+
+
+class PostgresBackend(Backend):
+    name = "postgresql"
+
+    def __init__(self, engine: Any, table: sa.Table) -> None:
+        super().__init__(engine, table)
+        self._claim_sql: dict[tuple[bool, bool, bool], Any] = {}
+
+    def waiter(self, listen: bool) -> Waiter:
+        return PostgresWaiter(self) if listen else Waiter()
+
+    def _claim_statement(self, flt: ClaimFilter) -> Any:
+        key = (bool(flt.queues), flt.min_priority is not None, flt.max_priority is not None)
+        statement = self._claim_sql.get(key)
+        if statement is None:
+            name = self.table.name.replace('"', '""')
+            filters = ""
+            if key[0]:
+                filters += " AND queue = ANY(:queues)"
+            if key[1]:
+                filters += " AND priority >= :min_priority"
+            if key[2]:
+                filters += " AND priority <= :max_priority"
+            sql = (
+                f'UPDATE "{name}" SET locked_at = :now, locked_by = :worker '
+                f'WHERE id = ANY(ARRAY(SELECT id FROM "{name}" '
+                "WHERE failed_at IS NULL AND run_at <= :now "
+                f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
+                "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)) "
+                "RETURNING *"
+            )
+            statement = sa.text(sql).bindparams(
+                sa.bindparam("now", type_=sa.DateTime()),
+                sa.bindparam("stale", type_=sa.DateTime()),
+            )
+            if key[0]:
+                statement = statement.bindparams(sa.bindparam("queues", type_=ARRAY(sa.String)))
+            self._claim_sql[key] = statement
+        return statement
+
+    def claim(
+        self,
+        conn: Connection,
+        worker_name: str,
+        limit: int,
+        flt: ClaimFilter,
+        lock_timeout: float,
+        read_ahead: int,
+    ) -> list[JobRecord]:
+        now = utcnow()
+        params: dict[str, Any] = {
+            "now": now,
+            "stale": now - timedelta(seconds=lock_timeout),
+            "worker": worker_name,
+            "limit": limit,
+        }
+        if flt.queues:
+            params["queues"] = list(flt.queues)
+        if flt.min_priority is not None:
+            params["min_priority"] = flt.min_priority
+        if flt.max_priority is not None:
+            params["max_priority"] = flt.max_priority
+        rows = conn.execute(self._claim_statement(flt), params).mappings().all()
+        records = [JobRecord.from_mapping(row) for row in rows]
+        records.sort(key=lambda r: (r.priority, r.run_at, r.id))  # RETURNING has no order
+        return records
+
+    def notify(self, conn: Connection) -> None:
+        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(self.table)})

@@ -1,0 +1,47 @@
+"""SQLite: the claim is one UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING.
+
+SQLite serialises writers on the whole database, so a single statement is atomic: two
+worker processes can never claim the same row. WAL mode and a busy timeout (see db.py) make
+concurrent processes queue for the write lock instead of failing.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..job import JobRecord
+from ..timeutil import utcnow
+from .base import Backend, ClaimFilter
+
+
+class SQLiteBackend(Backend):
+    name = "sqlite"
+
+    def claim(
+        self,
+        conn: Connection,
+        worker_name: str,
+        limit: int,
+        flt: ClaimFilter,
+        lock_timeout: float,
+        read_ahead: int,
+    ) -> list[JobRecord]:
+        t = self.table
+        now = utcnow()
+        candidates = (
+            sa.select(t.c.id)
+            .where(self.ready_clause(now, lock_timeout, flt))
+            .order_by(*self.order())
+            .limit(limit)
+        )
+        stmt = (
+            t.update()
+            .where(t.c.id.in_(candidates.scalar_subquery()))
+            .values(locked_at=now, locked_by=worker_name)
+            .returning(*t.c)
+        )
+        rows = conn.execute(stmt).mappings().all()
+        records = [JobRecord.from_mapping(row) for row in rows]
+        records.sort(key=lambda r: (r.priority, r.run_at, r.id))
+        return records

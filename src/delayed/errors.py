@@ -1,0 +1,31 @@
+"""Every exception pydelayed raises on purpose, so callers can catch one family."""
+
+from __future__ import annotations
+
+
+class DelayedError(Exception):
+    """Base class of pydelayed's own errors."""
+
+
+class ConfigError(DelayedError):
+    """A setting is unknown or has a bad value; the message names the file and the key."""
+
+
+class SerializationError(DelayedError, TypeError):
+    """A job argument cannot be stored as JSON; the message names the argument."""
+
+
+class UnknownJobError(DelayedError, LookupError):
+    """A job name in the table (or at enqueue) matches no registered job class."""
+
+
+class HandlerError(DelayedError, ValueError):
+    """A row's handler is not the JSON document pydelayed writes."""
+
+
+class UnknownPriorityError(DelayedError, ValueError):
+    """A priority name that is not one of the configured names."""
+
+
+class DatabaseUnavailableError(DelayedError):
+    """The database could not be reached after the worker's retries."""

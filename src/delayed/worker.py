@@ -1,0 +1,490 @@
+"""The worker: claim as many jobs as there are free threads, run them, hand outcomes on.
+
+Loop (one main thread): free = max_claims - busy; claim up to `free` ready jobs in one
+statement; submit each to the thread pool; wait until a thread frees up, the database says
+jobs arrived (PostgreSQL NOTIFY), or `sleep_delay` passes. A thread takes the next job as
+soon as it is free: no batch waits for its slowest job.
+
+Each job thread decodes the handler, finds the registered class, runs `perform`, and turns
+the result into an Outcome (delete / retry with back-off / fail) for the completer, which
+writes outcomes in batches. A row is deleted only after its job ran.
+
+SIGTERM/SIGINT: stop claiming, let running jobs finish, write every outcome, exit 0. A
+second signal stops waiting: the locks of still-running jobs are released so they run
+again elsewhere, and the process exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import events
+from .backends import Backend, ClaimFilter, Outcome, Waiter, backend_for
+from .completer import Completer
+from .config import Config, get_config
+from .db import describe_error, get_engine
+from .errors import HandlerError, UnknownJobError
+from .job import Job, JobRecord, lookup, perform_wrappers
+from .priority import resolve as resolve_priority
+from .timeutil import to_seconds, utcnow
+
+log = logging.getLogger("delayed.worker")
+
+
+def default_worker_name() -> str:
+    """`host:<hostname> pid:<pid>`, as the Ruby gem names workers (read after any fork)."""
+    try:
+        return f"host:{socket.gethostname()} pid:{os.getpid()}"
+    except OSError:  # pragma: no cover - hostname lookup failing
+        return f"pid:{os.getpid()}"
+
+
+def format_error(exc: BaseException) -> str:
+    """`Class: message` then the traceback: what last_error holds."""
+    head = f"{type(exc).__qualname__}: {exc}"
+    body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"{head}\n{body}"
+
+
+def job_max_run_time(job_class: type[Job] | None, config: Config) -> float:
+    """A job's own max_run_time, capped at the global one (the lock timeout depends on it)."""
+    if job_class is not None and job_class.max_run_time is not None:
+        return min(to_seconds(job_class.max_run_time), config.max_run_time)
+    return float(config.max_run_time)
+
+
+def failure_outcome(
+    record: JobRecord,
+    last_error: str,
+    config: Config,
+    job: Job | None = None,
+    now: datetime | None = None,
+) -> Outcome:
+    """The outcome of a failed attempt: retry with back-off, or fail at max_attempts.
+
+    Shared by the worker (a job raised) and the supervisor (a job passed max_run_time or its
+    process died), so both count attempts and schedule retries the same way.
+    """
+    now = utcnow() if now is None else now
+    attempts = record.attempts + 1
+    job_class = type(job) if job is not None else _maybe_lookup(record.name)
+    max_attempts = (job_class.max_attempts if job_class else None) or config.max_attempts
+    locked_by = record.locked_by or ""
+    if attempts >= max_attempts:
+        destroy = job_class.destroy_failed_jobs if job_class else None
+        if destroy is None:
+            destroy = config.destroy_failed_jobs
+        kind = "delete" if destroy else "fail"
+        return Outcome(kind, record.id, locked_by, attempts=attempts, last_error=last_error)
+    instance = job if job is not None else (job_class() if job_class else Job())
+    run_at = instance.reschedule_at(now, attempts)
+    return Outcome("retry", record.id, locked_by, attempts=attempts, run_at=run_at, last_error=last_error)
+
+
+def _maybe_lookup(name: str) -> type[Job] | None:
+    try:
+        return lookup(name)
+    except UnknownJobError:
+        return None
+
+
+class Worker:
+    """Works off jobs: `Worker(...).run()` until stopped, or `.work_off(n)` in tests."""
+
+    def __init__(
+        self,
+        *,
+        queues: list[str] | tuple[str, ...] | None = None,
+        max_claims: int | None = None,
+        min_priority: int | str | None = None,
+        max_priority: int | str | None = None,
+        sleep_delay: float | None = None,
+        read_ahead: int | None = None,
+        name: str | None = None,
+        config: Config | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        base = config or get_config()
+        overrides = {
+            "queues": list(queues) if queues is not None else None,
+            "max_claims": max_claims,
+            "min_priority": min_priority,
+            "max_priority": max_priority,
+            "sleep_delay": sleep_delay,
+            "read_ahead": read_ahead,
+        }
+        self.config = base.replace(**{k: v for k, v in overrides.items() if v is not None})
+        self._name = name
+        self._backend = backend
+        self.max_claims: int = self.config.max_claims
+        names = self.config.priority_names
+        self.filter = ClaimFilter(
+            queues=tuple(self.config.queues),
+            min_priority=None
+            if self.config.min_priority is None
+            else resolve_priority(self.config.min_priority, names),
+            max_priority=None
+            if self.config.max_priority is None
+            else resolve_priority(self.config.max_priority, names),
+        )
+        self.succeeded = 0
+        self.failed = 0
+        # Hooks for a supervising process: called in the job's thread.
+        self.on_job_start: Callable[[JobRecord, float], None] | None = None
+        self.on_job_end: Callable[[JobRecord], None] | None = None
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._held: dict[int, JobRecord] = {}
+        self._stop = threading.Event()
+        self._force = threading.Event()
+        self._wake_r, self._wake_w = -1, -1
+        self._pool: ThreadPoolExecutor | None = None
+        self._completer: Completer | None = None
+        self._conn: sa.Connection | None = None
+        self._reserve_failures = 0
+        self._waiter: Waiter = Waiter()
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            self._name = default_worker_name()
+        return self._name
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = backend_for(get_engine())
+        return self._backend
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def running_jobs(self) -> list[JobRecord]:
+        """Rows this worker holds right now (claimed and not yet handed to the completer)."""
+        with self._lock:
+            return list(self._held.values())
+
+    # -- public entry points ---------------------------------------------------------------
+    def work_off(self, num: int = 100) -> tuple[int, int]:
+        """Run up to `num` ready jobs, wait for them and their outcomes; (succeeded, failed)."""
+        before = (self.succeeded, self.failed)
+        self._start()
+        try:
+            self._loop(limit=num, exit_when_idle=True)
+        finally:
+            self._finish()
+        return self.succeeded - before[0], self.failed - before[1]
+
+    def run(self, exit_on_complete: bool = False, install_signals: bool = True) -> int:
+        """Work until stopped (or, with exit_on_complete, until nothing is ready); exit status."""
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        log.info(
+            "Starting worker %s: queues=%s max_claims=%d priorities=%s..%s",
+            self.name,
+            list(self.filter.queues) or "all",
+            self.max_claims,
+            self.filter.min_priority,
+            self.filter.max_priority,
+        )
+        self._start()
+        started = time.monotonic()
+        try:
+            self._loop(limit=None, exit_when_idle=exit_on_complete)
+        finally:
+            self._finish()
+        elapsed = max(time.monotonic() - started, 1e-9)
+        total = self.succeeded + self.failed
+        log.info(
+            "Worker %s exiting: %d jobs processed at %.1f j/s, %d failed",
+            self.name,
+            total,
+            total / elapsed,
+            self.failed,
+        )
+        return 1 if self._force.is_set() else 0
+
+    def stop(self) -> None:
+        """Ask the loop to stop claiming and drain (safe from signal handlers and threads)."""
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+        self._wake()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self._stop.is_set():
+            log.warning("Second %s: releasing running jobs and exiting", signal.Signals(signum).name)
+        else:
+            log.info("%s received: finishing running jobs, then exiting", signal.Signals(signum).name)
+        self.stop()
+
+    # -- setup and teardown ----------------------------------------------------------------
+    def _start(self) -> None:
+        self._stop.clear()
+        self._force.clear()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._pool = ThreadPoolExecutor(self.max_claims, thread_name_prefix="delayed-job")
+        self._completer = Completer(self.backend).start()
+        self._waiter = self.backend.waiter(self.config.listen_notify)
+
+    def _finish(self) -> None:
+        pool, completer = self._pool, self._completer
+        if pool is not None:
+            if self._force.is_set():
+                self._release_held()
+                pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                pool.shutdown(wait=True)
+        if completer is not None:
+            completer.stop()
+        if not self._force.is_set():
+            self._release_held()
+        self._waiter.close()
+        self._close_conn()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+        self._pool = self._completer = None
+
+    def _release_held(self) -> None:
+        with self._lock:
+            ids = list(self._held)
+        if not ids:
+            return
+        try:
+            with self.backend.engine.connect() as conn:
+                count = self.backend.release(conn, self.name, ids)
+            log.warning("released %d job(s) still held at exit: %s", count, ids)
+        except Exception as exc:
+            log.error(
+                "could not release jobs %s at exit (%s); they run again after the lock timeout",
+                ids,
+                describe_error(exc),
+            )
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except Exception:
+                log.debug("closing the claim connection failed", exc_info=True)
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            # A full pipe means a wake-up is already pending; a closed one, that we are done.
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_w, b"x")
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- the loop --------------------------------------------------------------------------
+    def _loop(self, limit: int | None, exit_when_idle: bool) -> None:
+        claimed = 0
+        maybe_more = True  # the last claim was full, so more jobs may be ready
+        next_poll = 0.0
+        while not self._stop.is_set():
+            free = self.max_claims - self._busy
+            if limit is not None:
+                free = min(free, limit - claimed)
+                if free <= 0 and self._busy == 0:
+                    return
+            now = time.monotonic()
+            if free > 0 and (maybe_more or now >= next_poll):
+                jobs = self._reserve(free)
+                if jobs is None:  # the database failed; back off
+                    maybe_more = False
+                    next_poll = now + min(0.5 * 2 ** min(self._reserve_failures, 6), 30.0)
+                else:
+                    claimed += len(jobs)
+                    for record in jobs:
+                        self._submit(record)
+                    maybe_more = len(jobs) == free
+                    if not maybe_more:
+                        if exit_when_idle and self._busy == 0:
+                            return
+                        next_poll = now + self.config.sleep_delay
+                    continue
+            # Full (maybe_more): wait for a thread to free up. Otherwise: until the next poll,
+            # unless NOTIFY or (when exiting on idle) the last running job wakes us first.
+            timeout = 1.0 if maybe_more else max(next_poll - time.monotonic(), 0.0)
+            if timeout > 0:
+                notified = self._waiter.wait(timeout, self._wake_r)
+                self._drain_wake()
+                if notified or (exit_when_idle and self._busy == 0):
+                    next_poll = 0.0
+
+    def _reserve(self, limit: int) -> list[JobRecord] | None:
+        with events.instrument(
+            "delayed.worker.reserve_jobs",
+            worker=self.name,
+            max_claims=self.max_claims,
+            read_ahead=self.config.read_ahead,
+            queues=list(self.filter.queues),
+            min_priority=self.filter.min_priority,
+            max_priority=self.filter.max_priority,
+            table=self.backend.table.name,
+            database_adapter=self.backend.name,
+        ) as payload:
+            try:
+                if self._conn is None:
+                    self._conn = self.backend.connect()
+                jobs = self.backend.claim(
+                    self._conn,
+                    self.name,
+                    limit,
+                    self.filter,
+                    self.config.lock_timeout,
+                    self.config.read_ahead,
+                )
+            except Exception as exc:
+                self._reserve_failures += 1
+                log.warning(
+                    "Error while reserving jobs (attempt %d): %s",
+                    self._reserve_failures,
+                    describe_error(exc),
+                )
+                self._invalidate_conn()
+                payload["error"] = exc
+                return None
+            payload["count"] = len(jobs)
+        if self._reserve_failures:
+            log.info("Reserving jobs works again after %d failure(s)", self._reserve_failures)
+            self._reserve_failures = 0
+        return jobs
+
+    def _invalidate_conn(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.invalidate()
+                conn.close()
+            except Exception:
+                log.debug("dropping the broken claim connection failed", exc_info=True)
+
+    def _submit(self, record: JobRecord) -> None:
+        with self._lock:
+            self._busy += 1
+            self._held[record.id] = record
+        assert self._pool is not None
+        self._pool.submit(self._execute, record)
+
+    # -- one job, in its thread ------------------------------------------------------------
+    def _execute(self, record: JobRecord) -> None:
+        outcome: Outcome | None = None
+        try:
+            outcome = self._perform(record)
+        except BaseException as exc:  # a bug of ours or a hook: keep the job, log loudly
+            log.exception("Job thread crashed on job %s", record.id)
+            outcome = failure_outcome(record, format_error(exc), self.config)
+        finally:
+            if outcome is not None and self._completer is not None:
+                self._completer.put(outcome)
+            with self._lock:
+                self._busy -= 1
+                self._held.pop(record.id, None)
+            self._wake()
+
+    def _tags(self, record: JobRecord) -> dict[str, Any]:
+        return {
+            "job": record,
+            "job_name": record.name,
+            "priority": record.priority,
+            "queue": record.queue,
+            "table": self.backend.table.name,
+            "database_adapter": self.backend.name,
+            "worker": self.name,
+        }
+
+    def _perform(self, record: JobRecord) -> Outcome:
+        try:
+            payload = record.payload
+            job_class = lookup(payload["job"])
+        except (HandlerError, UnknownJobError) as exc:
+            return self._unrecoverable(record, exc)
+        job = job_class()
+        job.record = record
+        max_run_time = job_max_run_time(job_class, self.config)
+        if self.on_job_start is not None:
+            self.on_job_start(record, max_run_time)
+        log.debug("Job %s (id=%s) RUNNING", record.name, record.id)
+        try:
+            with ExitStack() as stack:
+                for wrapper in perform_wrappers:
+                    stack.enter_context(wrapper(record, job))
+                with events.instrument("delayed.job.run", **self._tags(record)):
+                    job.perform(*payload.get("args", []), **payload.get("kwargs", {}))
+        except BaseException as exc:
+            return self._erroring(record, job, exc)
+        finally:
+            if self.on_job_end is not None:
+                self.on_job_end(record)
+        with self._lock:
+            self.succeeded += 1
+        log.debug("Job %s (id=%s) COMPLETED", record.name, record.id)
+        return Outcome("delete", record.id, self.name)
+
+    def _erroring(self, record: JobRecord, job: Job, exc: BaseException) -> Outcome:
+        with self._lock:
+            self.failed += 1
+        last_error = format_error(exc)
+        outcome = failure_outcome(replace(record, locked_by=self.name), last_error, self.config, job)
+        updated = replace(record, attempts=outcome.attempts, last_error=last_error)
+        if outcome.kind == "retry":
+            log.warning(
+                "Job %s (id=%s) FAILED (%d prior attempts) with %s: %s",
+                record.name,
+                record.id,
+                record.attempts,
+                type(exc).__qualname__,
+                exc,
+            )
+        else:
+            log.error(
+                "Job %s (id=%s) FAILED permanently because of %d consecutive failures: %s: %s",
+                record.name,
+                record.id,
+                outcome.attempts,
+                type(exc).__qualname__,
+                exc,
+            )
+            events.emit("delayed.job.failure", **self._tags(updated), error=exc)
+        events.emit("delayed.job.error", **self._tags(updated), error=exc)
+        return outcome
+
+    def _unrecoverable(self, record: JobRecord, exc: Exception) -> Outcome:
+        """An undecodable handler or unknown job name: fail at once, attempts unchanged."""
+        with self._lock:
+            self.failed += 1
+        last_error = format_error(exc)
+        log.error("Job %s (id=%s) FAILED permanently with %s", record.name, record.id, exc)
+        updated = replace(record, last_error=last_error)
+        events.emit("delayed.job.failure", **self._tags(updated), error=exc)
+        kind = "delete" if self.config.destroy_failed_jobs else "fail"
+        return Outcome(kind, record.id, self.name, attempts=record.attempts, last_error=last_error)

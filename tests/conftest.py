@@ -1,0 +1,177 @@
+"""Real databases for every test: SQLite, PostgreSQL and MariaDB/MySQL.
+
+Each test session makes its own fresh database on each server (dropped at the end), so
+parallel runs never share a table. A server that cannot be reached is skipped locally; under
+CI (CI=true) a skipped backend is a failure. DELAYED_TEST_BACKENDS=sqlite,postgresql limits
+which backends run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import delayed
+from delayed import schema
+from delayed.config import build_config, set_config
+from delayed.db import create_engine
+
+PG_ADMIN_URL = os.environ.get("DELAYED_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MYSQL_ADMIN_URL = os.environ.get("DELAYED_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+ALL_BACKENDS = ("sqlite", "postgresql", "mysql")
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def selected_backends() -> list[str]:
+    wanted = os.environ.get("DELAYED_TEST_BACKENDS")
+    if not wanted:
+        return list(ALL_BACKENDS)
+    return [b.strip() for b in wanted.split(",") if b.strip() in ALL_BACKENDS]
+
+
+def unavailable(backend: str, reason: str) -> None:
+    message = f"{backend} is not reachable: {reason}"
+    if IN_CI:
+        pytest.fail(f"{message} (under CI every backend must run)", pytrace=False)
+    pytest.skip(message)
+
+
+@dataclass
+class ServerDatabase:
+    backend: str
+    url: str
+    engine: sa.Engine
+
+
+class _Servers:
+    """Creates one database per backend per test session, on first use."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.made: dict[str, ServerDatabase] = {}
+        self.errors: dict[str, str] = {}
+        self.drops: list[tuple[str, str]] = []
+
+    def get(self, backend: str) -> ServerDatabase:
+        if backend in self.errors:
+            unavailable(backend, self.errors[backend])
+        if backend not in self.made:
+            try:
+                self.made[backend] = self._create(backend)
+            except Exception as exc:
+                self.errors[backend] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                unavailable(backend, self.errors[backend])
+        return self.made[backend]
+
+    def _create(self, backend: str) -> ServerDatabase:
+        name = f"pyd_{uuid.uuid4().hex[:10]}"
+        if backend == "sqlite":
+            url = f"sqlite:///{self.tmp / (name + '.sqlite3')}"
+        else:
+            admin_url = PG_ADMIN_URL if backend == "postgresql" else MYSQL_ADMIN_URL
+            admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            admin.dispose()
+            url = str(sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False))
+            self.drops.append((admin_url, name))
+        engine = create_engine(url)
+        schema.migrate(engine)
+        return ServerDatabase(backend, url, engine)
+
+    def close(self) -> None:
+        for db in self.made.values():
+            db.engine.dispose()
+        for admin_url, name in self.drops:
+            admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            try:
+                with admin.connect() as conn:
+                    if admin_url.startswith("postgresql"):
+                        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                    else:
+                        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+            except Exception as exc:  # leave it; a later run is not affected (new names)
+                print(f"could not drop test database {name}: {exc}")
+            admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Servers]:
+    holder = _Servers(tmp_path_factory.mktemp("databases"))
+    yield holder
+    holder.close()
+
+
+@dataclass
+class Database:
+    """What a test gets: the backend's name, URL and engine, with a few row helpers."""
+
+    backend: str
+    url: str
+    engine: sa.Engine
+
+    @property
+    def table(self) -> sa.Table:
+        return schema.jobs
+
+    def rows(self, **where: Any) -> list[dict[str, Any]]:
+        t = self.table
+        query = sa.select(t).order_by(t.c.id)
+        for key, value in where.items():
+            query = query.where(t.c[key] == value)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def row(self, job_id: int) -> dict[str, Any] | None:
+        found = self.rows(id=job_id)
+        return found[0] if found else None
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar_one()
+
+    def update(self, job_id: int, **values: Any) -> None:
+        t = self.table
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.id == job_id).values(**values))
+
+    def execute(self, sql: str) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+
+
+def _truncate(db: ServerDatabase) -> None:
+    with db.engine.begin() as conn:
+        if db.backend == "sqlite":
+            conn.exec_driver_sql("DELETE FROM delayed_jobs")
+        else:
+            conn.exec_driver_sql("TRUNCATE TABLE delayed_jobs")
+
+
+@pytest.fixture(params=selected_backends())
+def db(request: pytest.FixtureRequest, servers: _Servers) -> Iterator[Database]:
+    """A clean delayed_jobs table on one backend, configured as the process's database."""
+    server = servers.get(request.param)
+    _truncate(server)
+    set_config(build_config(environ={}, overrides={"database_url": server.url, "sleep_delay": 0.2}))
+    yield Database(server.backend, server.url, server.engine)
+    delayed.db.reset_engine()
+    set_config(build_config(environ={}))
+
+
+@pytest.fixture
+def pg(servers: _Servers) -> Iterator[Database]:
+    """PostgreSQL only (for features only PostgreSQL has)."""
+    server = servers.get("postgresql")
+    _truncate(server)
+    set_config(build_config(environ={}, overrides={"database_url": server.url, "sleep_delay": 0.2}))
+    yield Database(server.backend, server.url, server.engine)
+    delayed.db.reset_engine()
+    set_config(build_config(environ={}))
