@@ -166,12 +166,22 @@ def db(request: pytest.FixtureRequest, servers: _Servers) -> Iterator[Database]:
     set_config(build_config(environ={}))
 
 
-@pytest.fixture
-def pg(servers: _Servers) -> Iterator[Database]:
-    """PostgreSQL only (for features only PostgreSQL has)."""
-    server = servers.get("postgresql")
+def _only(servers: _Servers, backend: str) -> Iterator[Database]:
+    server = servers.get(backend)
     _truncate(server)
     set_config(build_config(environ={}, overrides={"database_url": server.url, "sleep_delay": 0.2}))
     yield Database(server.backend, server.url, server.engine)
     delayed.db.reset_engine()
     set_config(build_config(environ={}))
+
+
+@pytest.fixture
+def pg(servers: _Servers) -> Iterator[Database]:
+    """PostgreSQL only (for features only PostgreSQL has)."""
+    yield from _only(servers, "postgresql")
+
+
+@pytest.fixture
+def mysql_db(servers: _Servers) -> Iterator[Database]:
+    """MariaDB/MySQL only."""
+    yield from _only(servers, "mysql")

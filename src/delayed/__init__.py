@@ -12,7 +12,7 @@ SendEmail.set(priority="interactive", wait=30).perform_later(42)
 
 from __future__ import annotations
 
-from . import events
+from . import events, jobs  # jobs: the operator API (delayed.jobs.retry); the Table is jobs_table
 from .backends import ClaimFilter, Outcome
 from .config import Config, configure, get_config
 from .db import get_engine
@@ -25,6 +25,7 @@ from .errors import (
     UnknownPriorityError,
 )
 from .job import EnqueueRequest, Job, JobRecord, enqueue_many, job, registered_jobs
+from .priority import Priority
 from .schema import jobs as jobs_table
 from .schema import metadata
 from .worker import Worker
@@ -39,6 +40,7 @@ __all__ = [
     "Job",
     "JobRecord",
     "Outcome",
+    "Priority",
     "SerializationError",
     "UnknownJobError",
     "UnknownPriorityError",
@@ -49,6 +51,7 @@ __all__ = [
     "get_config",
     "get_engine",
     "job",
+    "jobs",
     "jobs_table",
     "metadata",
     "migrate",

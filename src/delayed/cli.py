@@ -155,12 +155,35 @@ def work(
         "read_ahead": read_ahead,
     }
     config = load_config(config_file, overrides, require)
+    if config.section("tracing")["enabled"]:
+        from .tracing import instrument_from_config
+
+        try:
+            instrument_from_config(config)
+        except DelayedError as exc:
+            fail(str(exc))
+    from . import statsd
+
+    statsd.install(config)
     try:
         worker = Worker(config=config)
     except DelayedError as exc:
         fail(str(exc))
     sys.exit(worker.run(exit_on_complete=exit_on_complete))
 
+
+# `delayed jobs` (find, read, retry, discard). When jobs_cli is imported first it is still
+# half-made here, and registers itself on `main` once it is done.
+from . import jobs_cli  # noqa: E402
+
+if hasattr(jobs_cli, "jobs_group"):
+    main.add_command(jobs_cli.jobs_group)
+# `delayed monitor`: like jobs_cli, registered here, or by monitor_cli itself when it is
+# imported first (then it is still half-made here).
+from . import monitor_cli  # noqa: E402
+
+if hasattr(monitor_cli, "monitor"):
+    main.add_command(monitor_cli.monitor)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

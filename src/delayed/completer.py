@@ -33,6 +33,7 @@ class Completer:
         self._done = threading.Condition()
         self._submitted = 0
         self._written = 0
+        self._pending_ids: set[int] = set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delayed-completer", daemon=True)
         self._conn = None
@@ -44,7 +45,13 @@ class Completer:
     def put(self, outcome: Outcome) -> None:
         with self._done:
             self._submitted += 1
+            self._pending_ids.add(outcome.id)
         self._queue.put(outcome)
+
+    def pending_ids(self) -> set[int]:
+        """Ids whose outcome is queued but not yet written (their rows are still locked)."""
+        with self._done:
+            return set(self._pending_ids)
 
     @property
     def pending(self) -> int:
@@ -98,6 +105,7 @@ class Completer:
             self._write_with_retry(batch)
             with self._done:
                 self._written += len(batch)
+                self._pending_ids.difference_update(o.id for o in batch)
                 self._done.notify_all()
 
     def _write_with_retry(self, batch: list[Outcome]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .priority import parse_alerts
 from .timeutil import to_seconds
 
 Parser = Callable[[Any], Any]
@@ -244,6 +245,13 @@ declare_section(
             "Named priority ranges: name = lower bound; one must start at 0.",
         ),
         Setting(
+            "priority_alerts",
+            _optional(parse_alerts),
+            None,
+            "Alert thresholds per priority name: name = {age, run_time, attempts}; false removes one. "
+            "Default names start from the Ruby gem's thresholds, custom names from none.",
+        ),
+        Setting(
             "listen_notify",
             _bool,
             True,
@@ -328,8 +336,11 @@ def _parse_mapping(section: Section, raw: Mapping[str, Any], source: str) -> dic
 
 def _env_values(section: Section, environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    prefix = "DELAYED_" if section.name == "delayed" else f"DELAYED_{section.name.upper()}_"
     for setting in section.settings.values():
-        for env_name in setting.env:
+        generic = prefix + setting.name.upper()
+        names = setting.env if generic in setting.env else (*setting.env, generic)
+        for env_name in names:
             if env_name in environ:
                 source = f"environment variable {env_name}"
                 values[setting.name] = _parse_value(section, setting.name, environ[env_name], source)
@@ -383,6 +394,13 @@ def build_config(
         else:
             config.sections[name] = {**_defaults(section), **_parse_mapping(section, body, source)}
     config.values.update(_env_values(SECTIONS["delayed"], environ))
+    for name, section in SECTIONS.items():
+        # Tables other than [delayed] read DELAYED_<SECTION>_<KEY>; arrays ([[pool]]) do not.
+        if name == "delayed" or section.array:
+            continue
+        from_env = _env_values(section, environ)
+        if from_env:
+            config.sections[name] = {**config.section(name), **from_env}
     if overrides:
         clean = {k: v for k, v in overrides.items() if v is not None}
         config.values.update(_parse_mapping(SECTIONS["delayed"], clean, "arguments"))
@@ -422,3 +440,166 @@ def configure(path: str | os.PathLike[str] | None = None, **settings: Any) -> Co
     base = get_config()
     config = base.replace(**settings)
     return set_config(config)
+
+
+# ----------------------------------------------------------------------------- [tracing]
+def _choice(*allowed: str) -> Parser:
+    """One of a fixed set of strings; the error lists them."""
+
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+        return value
+
+    return parse
+
+
+declare_section(
+    "tracing",
+    [
+        Setting(
+            "enabled",
+            _bool,
+            False,
+            "OpenTelemetry spans for enqueue and execution (needs `pip install pydelayed[otel]`).",
+        ),
+        Setting(
+            "propagation_style",
+            _choice("link", "child", "none"),
+            "link",
+            "How a job's process span relates to its publish span: a link (new trace), its child, or none.",
+        ),
+        Setting(
+            "span_naming",
+            _choice("queue", "job_class"),
+            "queue",
+            'Span names start with the queue ("mail process") or the job class ("SendEmail process").',
+        ),
+    ],
+)
+
+
+# ----------------------------------------------------------------------------- [statsd] [monitor]
+def _sample_rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a number between 0 and 1, got {value!r}")
+    rate = float(value)
+    if not 0 < rate <= 1:
+        raise ValueError(f"expected a number above 0 and at most 1, got {value!r}")
+    return rate
+
+
+declare_section(
+    "statsd",
+    [
+        Setting("host", _optional(_str), None, "StatsD host (UDP); unset disables StatsD."),
+        Setting("port", _int(1), 8125, "StatsD UDP port."),
+        Setting("prefix", _str, "delayed", "Prefix of every metric name (empty for none)."),
+        Setting(
+            "sample_rate",
+            _sample_rate,
+            1.0,
+            "Fraction of job timings and counters sent (gauges are always sent).",
+        ),
+    ],
+)
+
+declare_section(
+    "monitor",
+    [
+        Setting("interval", _duration(positive=True), 60.0, "Seconds the monitor waits between passes."),
+        Setting(
+            "queues",
+            _str_list,
+            [],
+            "Queues the monitor reports on; empty means [delayed] queues (or every queue).",
+        ),
+    ],
+)
+
+
+# ----------------------------------------------------------------------------- [supervisor] [[pool]]
+def _log_level(value: Any) -> str:
+    import logging
+
+    if not isinstance(value, str) or not isinstance(logging.getLevelName(value.strip().upper()), int):
+        raise ValueError(f"expected a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL), got {value!r}")
+    return value.strip().upper()
+
+
+def _import_path(value: Any) -> str:
+    """'package.module:function', checked for shape here and imported by the supervisor."""
+    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
+        raise ValueError(f"expected 'module:function' (e.g. 'myapp.tracing:setup'), got {value!r}")
+    return value.strip()
+
+
+declare_section(
+    "supervisor",
+    [
+        Setting("workers", _int(0), 2, "Child processes of the default pool (when no [[pool]] is given)."),
+        Setting(
+            "max_claims",
+            _optional(_int(1)),
+            None,
+            "Threads per child (jobs it runs at once); unset means [delayed] max_claims.",
+        ),
+        Setting(
+            "graceful_timeout",
+            _duration(),
+            30.0,
+            "Seconds children get to finish running jobs on TERM/INT/HUP before SIGKILL.",
+        ),
+        Setting(
+            "max_memory_mb",
+            _optional(_int(1)),
+            None,
+            "A child whose RSS passes this many MiB is drained and replaced; unset means no limit.",
+        ),
+        Setting("pidfile", _optional(_str), None, "File the master writes its pid to (removed at exit)."),
+        Setting("log_level", _optional(_log_level), None, "Log level; unset means [delayed] log_level."),
+        Setting("log_file", _optional(_str), None, "Append logs here instead of stderr; USR1 reopens it."),
+        Setting(
+            "heartbeat_timeout",
+            _duration(positive=True),
+            30.0,
+            "A child silent for this long (it beats every second) is killed and replaced.",
+        ),
+        Setting(
+            "max_run_time_grace",
+            _duration(),
+            2.0,
+            "Seconds past a job's max_run_time before its child is killed (it stops claiming at once).",
+        ),
+        Setting(
+            "on_worker_boot",
+            _optional(_import_path),
+            None,
+            "'module:function' called with no arguments in each child after the fork, before it works.",
+        ),
+        Setting(
+            "monitor",
+            _bool,
+            False,
+            "Also run one child with the monitor (delayed.monitor.Monitor) under the supervisor.",
+        ),
+    ],
+)
+
+declare_section(
+    "pool",
+    [
+        Setting("name", _optional(_str), None, "Name shown in process titles and logs (default pool-N)."),
+        Setting("queues", _optional(_str_list), None, "Queues of this pool; unset means [delayed] queues."),
+        Setting("min_priority", _optional(_int_or_name), None, "Lowest priority picked up (inclusive)."),
+        Setting("max_priority", _optional(_int_or_name), None, "Highest priority picked up (inclusive)."),
+        Setting("workers", _optional(_int(0)), None, "Child processes; unset means [supervisor] workers."),
+        Setting(
+            "max_claims",
+            _optional(_int(1)),
+            None,
+            "Threads per child; unset means [supervisor] max_claims, then [delayed] max_claims.",
+        ),
+    ],
+    array=True,
+)

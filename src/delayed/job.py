@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 from . import events
@@ -33,6 +35,10 @@ enqueue_extensions: list[Callable[[dict[str, Any], EnqueueRequest], None]] = []
 # Context-manager factories entered around each `perform` in the worker, outermost first;
 # an exception from perform passes through them (tracing records it on its span).
 perform_wrappers: list[Callable[[JobRecord, Job], AbstractContextManager[Any]]] = []
+# Context-manager factories entered around building and inserting one `enqueue_many` batch,
+# outermost first, so a span can cover the insert (tracing's PRODUCER spans); an exception
+# from the insert passes through them. Empty: no cost beyond this list's truth test.
+enqueue_wrappers: list[Callable[[list[EnqueueRequest]], AbstractContextManager[Any]]] = []
 
 
 def registered_jobs() -> dict[str, type[Job]]:
@@ -103,6 +109,70 @@ class JobRecord:
             return self.payload.get("job_id")
         except HandlerError:
             return None
+
+    # -- alerts (Ruby's Delayed::Job#age_alert? and friends); computed on access only ------
+    @property
+    def priority_name(self) -> str | None:
+        """The configured name of this row's priority range (None below the lowest bound)."""
+        from .config import get_config
+        from .priority import name_of
+
+        return name_of(self.priority, get_config().priority_names)
+
+    @property
+    def age(self) -> float:
+        """Seconds spent waiting: from run_at to pickup (or to now while waiting), never < 0."""
+        end = self.locked_at if self.locked_at is not None else utcnow()
+        return max((end - self.run_at).total_seconds(), 0.0)
+
+    @property
+    def run_time(self) -> float | None:
+        """Seconds since the job was locked (picked up); None when it is not locked."""
+        if self.locked_at is None:
+            return None
+        return (utcnow() - self.locked_at).total_seconds()
+
+    def _alert(self, key: str) -> float | int | None:
+        job_class = _registry.get(self.name)
+        own = getattr(job_class, f"alert_{key}", None) if job_class is not None else None
+        if own is not None:
+            return own if key == "attempts" else to_seconds(own)
+        from .priority import Priority
+
+        return getattr(Priority(self.priority), f"alert_{key}")
+
+    @property
+    def alert_age(self) -> float | None:
+        """The job class's `alert_age`, else its priority's threshold, else None."""
+        return self._alert("age")  # type: ignore[return-value]
+
+    @property
+    def alert_run_time(self) -> float | None:
+        """The job class's `alert_run_time`, else its priority's threshold, else None."""
+        return self._alert("run_time")  # type: ignore[return-value]
+
+    @property
+    def alert_attempts(self) -> int | None:
+        """The job class's `alert_attempts`, else its priority's threshold, else None."""
+        return self._alert("attempts")  # type: ignore[return-value]
+
+    @property
+    def age_alert(self) -> bool | None:
+        """True when the job waited at least `alert_age`; None without a threshold."""
+        threshold = self.alert_age
+        return None if threshold is None else threshold <= self.age
+
+    @property
+    def run_time_alert(self) -> bool | None:
+        """True when the job has run at least `alert_run_time`; None without a threshold or lock."""
+        threshold, run_time = self.alert_run_time, self.run_time
+        return None if threshold is None or run_time is None else threshold <= run_time
+
+    @property
+    def attempts_alert(self) -> bool | None:
+        """True when the job has at least `alert_attempts` attempts; None without a threshold."""
+        threshold = self.alert_attempts
+        return None if threshold is None else threshold <= self.attempts
 
 
 def decode_handler(handler: str) -> dict[str, Any]:
@@ -310,6 +380,10 @@ class Job:
     max_attempts: ClassVar[int | None] = None
     max_run_time: ClassVar[float | timedelta | None] = None
     destroy_failed_jobs: ClassVar[bool | None] = None
+    # Alert thresholds overriding the priority's (seconds, seconds, attempts); see JobRecord.
+    alert_age: ClassVar[float | timedelta | None] = None
+    alert_run_time: ClassVar[float | timedelta | None] = None
+    alert_attempts: ClassVar[int | None] = None
 
     record: JobRecord | None = None
 
@@ -318,7 +392,7 @@ class Job:
         if abstract:
             cls.job_name = ""
             return
-        cls.job_name = name or f"{cls.__module__}.{cls.__qualname__}"
+        cls.job_name = name or f"{_module_name(cls)}.{cls.__qualname__}"
         _validate_class(cls)
         _registry[cls.job_name] = cls
 
@@ -350,6 +424,23 @@ class Job:
         """Run `perform` in this process at once, with no row (tests, scripts)."""
         _check_arguments(cls.job_name, args, kwargs)
         return cls().perform(*args, **kwargs)
+
+
+def _module_name(cls: type) -> str:
+    """The importable name of the class's module, even for a script run as `python jobs.py`.
+
+    A class defined in `__main__` would otherwise be registered as `__main__.X`, a name no
+    worker can import; the script's own module name (from -m, or the file name) is used.
+    """
+    module = cls.__module__
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return spec.name
+    filename = getattr(main, "__file__", None)
+    return Path(filename).stem if filename else module
 
 
 def _validate_class(cls: type[Job]) -> None:
@@ -401,11 +492,20 @@ def enqueue_many(requests: Iterable[EnqueueRequest], using: Any = None) -> list[
     `using`: a SQLAlchemy Connection or Session, or a psycopg Connection, to join its
     transaction; without it the jobs are committed at once on the configured database.
     """
-    from .backends import insert_rows
-
     batch = list(requests)
     if not batch:
         return []
+    if enqueue_wrappers:
+        with ExitStack() as stack:
+            for wrapper in list(enqueue_wrappers):
+                stack.enter_context(wrapper(batch))
+            return _insert_batch(batch, using)
+    return _insert_batch(batch, using)
+
+
+def _insert_batch(batch: list[EnqueueRequest], using: Any) -> list[int]:
+    from .backends import insert_rows
+
     rows = [request.row() for request in batch]
     jobs = [request.job_class.job_name for request in batch]
     with events.instrument("delayed.job.enqueue", jobs=jobs, count=len(rows)) as payload:

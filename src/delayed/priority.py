@@ -8,8 +8,12 @@ gem, an unknown name is an error at enqueue, never a silent 0.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
+from typing import Any
 
-from .errors import UnknownPriorityError
+from .errors import ConfigError, UnknownPriorityError
+from .timeutil import to_seconds
 
 
 def resolve(value: int | str, names: Mapping[str, int]) -> int:
@@ -33,3 +37,188 @@ def name_of(priority: int, names: Mapping[str, int]) -> str | None:
         if priority >= bound:
             found = name
     return found
+
+
+# ----------------------------------------------------------------------------- alert thresholds
+DEFAULT_NAMES: dict[str, int] = {"interactive": 0, "user_visible": 10, "eventual": 20, "reporting": 30}
+
+
+@dataclass(frozen=True)
+class AlertThresholds:
+    """When a job of one priority deserves attention; None means "no threshold".
+
+    age: seconds a job may wait past its run_at; run_time: seconds it may run;
+    attempts: failed attempts it may have.
+    """
+
+    age: float | None = None
+    run_time: float | None = None
+    attempts: int | None = None
+
+
+DEFAULT_ALERTS: dict[str, AlertThresholds] = {
+    "interactive": AlertThresholds(age=60.0, run_time=30.0, attempts=3),
+    "user_visible": AlertThresholds(age=180.0, run_time=90.0, attempts=5),
+    "eventual": AlertThresholds(age=5400.0, run_time=300.0, attempts=8),
+    "reporting": AlertThresholds(age=14400.0, run_time=600.0, attempts=8),
+}
+
+_ALERT_KEYS = ("age", "run_time", "attempts")
+
+
+def parse_alerts(value: Any) -> dict[str, dict[str, float | int | None]]:
+    """Parse `priority_alerts`: `name = {age = "1m", run_time = "30s", attempts = 3}`.
+
+    Only the keys given change; `false` removes a threshold. Names are checked against
+    `priority_names` when the thresholds are used (`alerts_for`), since the two settings
+    are parsed independently.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f'expected a table of name = {{age = "1m", run_time = "30s", attempts = 3}}, got {value!r}'
+        )
+    parsed: dict[str, dict[str, float | int | None]] = {}
+    for name, body in value.items():
+        if not isinstance(body, Mapping):
+            raise ValueError(f"{name}: expected a table with age, run_time and/or attempts, got {body!r}")
+        entry: dict[str, float | int | None] = {}
+        for key, raw in body.items():
+            if key not in _ALERT_KEYS:
+                raise ValueError(f"{name}: unknown key {key!r}; known keys: age, run_time, attempts")
+            entry[key] = _threshold(name, key, raw)
+        parsed[str(name)] = entry
+    return parsed
+
+
+def _threshold(name: str, key: str, raw: Any) -> float | int | None:
+    if raw is False:
+        return None
+    if key == "attempts":
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            raise ValueError(f"{name}.attempts: expected a whole number of attempts (or false), got {raw!r}")
+        return raw
+    try:
+        return to_seconds(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}.{key}: {exc} (or false for none)") from None
+
+
+def alerts_for(
+    names: Mapping[str, int], overrides: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, AlertThresholds]:
+    """The thresholds in force for `names`.
+
+    The default names start from DEFAULT_ALERTS; custom names start with no thresholds
+    (as in the Ruby gem, where assigning names resets the alerts). `overrides` then change
+    the keys they give. An override for a name that is not configured is a ConfigError.
+    """
+    base = dict(DEFAULT_ALERTS) if dict(names) == DEFAULT_NAMES else {}
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"[delayed] priority_alerts: unknown priority name(s) {unknown}; "
+            f"known names (from priority_names): {', '.join(names)}"
+        )
+    result: dict[str, AlertThresholds] = {}
+    for name in names:
+        current = base.get(name, AlertThresholds())
+        if name in overrides:
+            current = dataclass_replace(current, **overrides[name])
+        result[name] = current
+    return result
+
+
+def config_alerts(config: Any = None) -> dict[str, AlertThresholds]:
+    """The thresholds of a Config (the process's by default)."""
+    if config is None:
+        from .config import get_config
+
+        config = get_config()
+    return alerts_for(config.priority_names, config.priority_alerts)
+
+
+def bucket_bound(priority: int, names: Mapping[str, int]) -> int:
+    """The lower bound of the range `priority` falls in; below every bound, the lowest one.
+
+    This is how the monitor groups rows (negative priorities count as the first name), so
+    StatsD names and monitor gauges agree.
+    """
+    bounds = sorted(names.values())
+    found = bounds[0]
+    for bound in bounds:
+        if priority >= bound:
+            found = bound
+    return found
+
+
+def bucket_name(priority: int, names: Mapping[str, int]) -> str:
+    """The name of `bucket_bound(priority)`."""
+    bound = bucket_bound(priority, names)
+    return next(name for name, value in names.items() if value == bound)
+
+
+class _PriorityMeta(type):
+    """Lets `Priority.interactive` (any configured name) build that priority."""
+
+    def __getattr__(cls, name: str) -> Priority:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from .config import get_config
+
+        if name in get_config().priority_names:
+            return cls(name)  # type: ignore[return-value]
+        raise AttributeError(f"{cls.__name__} has no attribute or configured priority name {name!r}")
+
+
+class Priority(int, metaclass=_PriorityMeta):
+    """A priority number that knows its name and alert thresholds (Ruby's Delayed::Priority).
+
+    `Priority(15).name == "user_visible"`, `Priority("eventual") == 20`,
+    `Priority.interactive.alert_age == 60.0`. It is an int, so it compares, sorts and
+    stores like one. Names and thresholds come from `config` (the process's by default),
+    read once at construction.
+    """
+
+    name: str | None
+    alerts: AlertThresholds
+
+    def __new__(cls, value: int | str = 0, config: Any = None) -> Priority:
+        if config is None:
+            from .config import get_config
+
+            config = get_config()
+        names = config.priority_names
+        number = resolve(int(value) if isinstance(value, Priority) else value, names)
+        self = super().__new__(cls, number)
+        self.name = name_of(number, names)
+        alerts = config_alerts(config)
+        self.alerts = alerts.get(self.name, AlertThresholds()) if self.name else AlertThresholds()
+        self._config = config
+        return self
+
+    @property
+    def alert_age(self) -> float | None:
+        return self.alerts.age
+
+    @property
+    def alert_run_time(self) -> float | None:
+        return self.alerts.run_time
+
+    @property
+    def alert_attempts(self) -> int | None:
+        return self.alerts.attempts
+
+    def __repr__(self) -> str:
+        return f"Priority({int(self)}, {self.name!r})"
+
+    def __add__(self, other: Any) -> Any:
+        result = int(self) + other
+        return Priority(result, self._config) if isinstance(result, int) else result
+
+    def __sub__(self, other: Any) -> Any:
+        result = int(self) - other
+        return Priority(result, self._config) if isinstance(result, int) else result
+
+    def __reduce__(self) -> Any:
+        return (int, (int(self),))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -44,6 +45,8 @@ from .priority import resolve as resolve_priority
 from .timeutil import to_seconds, utcnow
 
 log = logging.getLogger("delayed.worker")
+
+GATHER = 0.002  # seconds a backlogged worker waits for more free threads before a claim
 
 
 def default_worker_name() -> str:
@@ -207,10 +210,13 @@ class Worker:
         )
         self._start()
         started = time.monotonic()
+        events.emit("delayed.worker.start", worker=self.name, pid=os.getpid())
         try:
             self._loop(limit=None, exit_when_idle=exit_on_complete)
         finally:
             self._finish()
+            # After every outcome is written: observers flush (tracing exports its spans).
+            events.emit("delayed.worker.exit", worker=self.name, pid=os.getpid())
         elapsed = max(time.monotonic() - started, 1e-9)
         total = self.succeeded + self.failed
         log.info(
@@ -297,6 +303,11 @@ class Worker:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._wake_w, b"x")
 
+    def _wait_wake(self, timeout: float) -> None:
+        """Wait until a job thread frees up (it writes the wake pipe) or `timeout` passes."""
+        select.select([self._wake_r], [], [], timeout)
+        self._drain_wake()
+
     def _drain_wake(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
@@ -309,6 +320,7 @@ class Worker:
         claimed = 0
         maybe_more = True  # the last claim was full, so more jobs may be ready
         next_poll = 0.0
+        gather_until: float | None = None  # while gathering free threads for one claim
         while not self._stop.is_set():
             free = self.max_claims - self._busy
             if limit is not None:
@@ -317,6 +329,16 @@ class Worker:
                     return
             now = time.monotonic()
             if free > 0 and (maybe_more or now >= next_poll):
+                if maybe_more and self._busy > 0 and free < (self.max_claims + 1) // 2:
+                    # A backlog: claim in batches, not one job per statement (a claim costs a
+                    # round trip and an index scan whatever its size). Wait a moment, at most
+                    # GATHER seconds, for more threads to free up; never for a slow job.
+                    if gather_until is None:
+                        gather_until = now + GATHER
+                    if now < gather_until:
+                        self._wait_wake(gather_until - now)
+                        continue
+                gather_until = None
                 jobs = self._reserve(free)
                 if jobs is None:  # the database failed; back off
                     maybe_more = False
@@ -355,6 +377,8 @@ class Worker:
             try:
                 if self._conn is None:
                     self._conn = self.backend.connect()
+                if self._reserve_failures:
+                    self._release_orphans()
                 jobs = self.backend.claim(
                     self._conn,
                     self.name,
@@ -378,6 +402,22 @@ class Worker:
             log.info("Reserving jobs works again after %d failure(s)", self._reserve_failures)
             self._reserve_failures = 0
         return jobs
+
+    def _release_orphans(self) -> None:
+        """After a failed pickup, free rows our name locked that we do not know we hold.
+
+        A claim can commit on the server while its reply is lost with the connection; those
+        rows carry our (unique per process) name but no thread runs them, and without this
+        they would wait for the lock timeout.
+        """
+        with self._lock:
+            keep = set(self._held)
+        if self._completer is not None:
+            keep |= self._completer.pending_ids()
+        assert self._conn is not None
+        count = self.backend.release(self._conn, self.name, exclude=sorted(keep))
+        if count:
+            log.warning("released %d job(s) claimed by a pickup whose reply was lost", count)
 
     def _invalidate_conn(self) -> None:
         if self._conn is not None:

@@ -58,9 +58,7 @@ def insert_rows(rows: list[dict[str, Any]], using: Any = None) -> list[int]:
     from ..db import get_engine
 
     if using is None:
-        engine = get_engine()
-        with engine.begin() as conn:
-            return backend_for(engine).insert(conn, rows)
+        return backend_for(get_engine()).insert_now(rows)
     if isinstance(using, Session):
         conn = using.connection()
         return backend_for(conn.engine).insert(conn, rows)

@@ -190,8 +190,14 @@ class Backend:
             if retries:
                 self.notify(conn)
 
-    def release(self, conn: Connection, locked_by: str, ids: Sequence[int] | None = None) -> int:
-        """Clear the locks `locked_by` holds on live rows (all of them, or just `ids`)."""
+    def release(
+        self,
+        conn: Connection,
+        locked_by: str,
+        ids: Sequence[int] | None = None,
+        exclude: Sequence[int] = (),
+    ) -> int:
+        """Clear the locks `locked_by` holds on live rows (all, or just `ids`, minus `exclude`)."""
         t = self.table
         stmt = (
             t.update()
@@ -202,6 +208,8 @@ class Backend:
             if not ids:
                 return 0
             stmt = stmt.where(t.c.id.in_(list(ids)))
+        if exclude:
+            stmt = stmt.where(t.c.id.not_in(list(exclude)))
         with conn.begin():
             count = conn.execute(stmt).rowcount
             if count:
@@ -211,27 +219,31 @@ class Backend:
     def locked_rows(self, conn: Connection, locked_by: str) -> list[JobRecord]:
         """The live rows `locked_by` holds (the supervisor reclaims a dead child's with this)."""
         t = self.table
-        rows = conn.execute(
-            sa.select(t).where(t.c.locked_by == locked_by, t.c.failed_at.is_(None))
-        ).mappings()
-        return [JobRecord.from_mapping(row) for row in rows]
+        query = sa.select(t).where(t.c.locked_by == locked_by, t.c.failed_at.is_(None)).order_by(t.c.id)
+        with conn.begin():
+            return [JobRecord.from_mapping(row) for row in conn.execute(query).mappings()]
 
     def notify(self, conn: Connection) -> None:
         """Wake idle workers (only PostgreSQL has a way); called inside a transaction."""
 
+    def db_now_utc(self) -> Any:
+        """A SQL expression for the database's clock as naive UTC (the monitor's ages use it)."""
+        return sa.func.current_timestamp(type_=sa.DateTime())
+
     # -- enqueue -----------------------------------------------------------------------
+    def insert_now(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert and commit at once (enqueue without `using=`); ids in input order."""
+        with self.engine.begin() as conn:
+            return self.insert(conn, rows)
+
     def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         """Insert rows on `conn` (the caller owns the transaction); ids in input order."""
         t = self.table
         if len(rows) == 1:
             result = conn.execute(t.insert().values(**rows[0]))
             return [int(result.inserted_primary_key[0])]
-        if conn.dialect.insert_returning:
-            ids: list[int] = []
-            for start in range(0, len(rows), 1000):
-                chunk = rows[start : start + 1000]
-                result = conn.execute(t.insert().values(chunk).returning(t.c.id))
-                # One statement draws its ids from the sequence in VALUES order.
-                ids.extend(sorted(int(r[0]) for r in result))
-            return ids
+        if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+            # SQLAlchemy's "insertmanyvalues": multi-row INSERTs from one cached statement.
+            stmt = t.insert().returning(t.c.id, sort_by_parameter_order=True)
+            return [int(r[0]) for r in conn.execute(stmt, rows)]
         return [self.insert(conn, [row])[0] for row in rows]

@@ -11,6 +11,7 @@ another worker and is skipped. Deadlocks and lock-wait timeouts count as an empt
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -32,6 +33,10 @@ def _mysql_code(exc: BaseException) -> int | None:
 
 class MySQLBackend(Backend):
     name = "mysql"
+
+    def db_now_utc(self) -> sa.ColumnElement[Any]:
+        """UTC_TIMESTAMP(6): UTC whatever the session time zone, with microseconds."""
+        return sa.func.utc_timestamp(6, type_=sa.DateTime())
 
     def __init__(self, engine: sa.Engine, table: sa.Table, skip_locked: bool | None = None) -> None:
         super().__init__(engine, table)

@@ -25,6 +25,19 @@ from .base import Backend, ClaimFilter, Waiter
 
 log = logging.getLogger("delayed.backend")
 
+_INSERT_COLUMNS = ("priority", "attempts", "handler", "run_at", "queue", "name", "created_at", "updated_at")
+_INSERT_TYPES = {
+    "priority": "integer",
+    "attempts": "integer",
+    "handler": "text",
+    "run_at": "timestamp",
+    "queue": "varchar",
+    "name": "varchar",
+    "created_at": "timestamp",
+    "updated_at": "timestamp",
+}
+_INSERT_CHUNK = 10_000  # rows per INSERT statement
+
 
 class PostgresWaiter(Waiter):
     """Waits on a LISTEN connection and the worker's wake pipe at once."""
@@ -78,9 +91,29 @@ class PostgresBackend(Backend):
     def __init__(self, engine: Any, table: sa.Table) -> None:
         super().__init__(engine, table)
         self._claim_sql: dict[tuple[bool, bool, bool], Any] = {}
+        self._insert_text: dict[str, str] = {}
 
     def waiter(self, listen: bool) -> Waiter:
         return PostgresWaiter(self) if listen else Waiter()
+
+    def connect(self) -> Connection:
+        """The claim connection, detached from the pool so its planner setting stays with it.
+
+        enable_sort = off: the pickup index already yields (priority, run_at, id) order. With
+        stale statistics (a burst of jobs into a table last analyzed when nearly empty, before
+        autovacuum catches up) the planner otherwise picks a bitmap scan plus a sort of every
+        ready row, on every claim: 32 ms instead of 0.8 ms at 10,000 ready rows, growing with
+        the backlog.
+        """
+        conn = super().connect()
+        conn.detach()
+        try:
+            conn.exec_driver_sql("SET enable_sort = off")
+        except Exception:
+            conn.invalidate()
+            conn.close()
+            raise
+        return conn
 
     def _claim_statement(self, flt: ClaimFilter) -> Any:
         key = (bool(flt.queues), flt.min_priority is not None, flt.max_priority is not None)
@@ -137,6 +170,51 @@ class PostgresBackend(Backend):
         records = [JobRecord.from_mapping(row) for row in rows]
         records.sort(key=lambda r: (r.priority, r.run_at, r.id))  # RETURNING has no order
         return records
+
+    def db_now_utc(self) -> Any:
+        return sa.func.timezone("UTC", sa.func.statement_timestamp(), type_=sa.DateTime())
+
+    # -- enqueue -----------------------------------------------------------------------
+    def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        """One fixed SQL text for any number of rows: each column travels as one array.
+
+        `INSERT ... SELECT * FROM unnest(arrays) RETURNING id` is never compiled per call
+        (SQLAlchemy compiled 8 bind parameters per row for a multi-row VALUES, which cost
+        more than the insert itself) and psycopg reuses its parsed query.
+        """
+        if len(rows) == 1:
+            result = conn.exec_driver_sql(self._insert_sql(single=True), rows[0])
+            return [int(result.scalar_one())]
+        ids: list[int] = []
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            params = {column: [row[column] for row in chunk] for column in _INSERT_COLUMNS}
+            result = conn.exec_driver_sql(self._insert_sql(single=False), params)
+            # unnest() yields the rows in array order, and ids are drawn in that order.
+            ids.extend(sorted(int(r[0]) for r in result))
+        return ids
+
+    def insert_now(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Up to one chunk is a single statement: autocommit saves BEGIN and COMMIT round trips."""
+        if len(rows) > _INSERT_CHUNK:
+            return super().insert_now(rows)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return self.insert(conn, rows)
+
+    def _insert_sql(self, single: bool) -> str:
+        key = "single" if single else "many"
+        sql = self._insert_text.get(key)
+        if sql is None:
+            name = self.table.name.replace('"', '""')
+            columns = ", ".join(_INSERT_COLUMNS)
+            if single:
+                source = "VALUES (" + ", ".join(f"%({c})s" for c in _INSERT_COLUMNS) + ")"
+            else:
+                source = "SELECT * FROM unnest(" + ", ".join(
+                    f"%({c})b::{_INSERT_TYPES[c]}[]" for c in _INSERT_COLUMNS
+                ) + ")"
+            sql = self._insert_text[key] = f'INSERT INTO "{name}" ({columns}) {source} RETURNING id'
+        return sql
 
     def notify(self, conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(self.table)})

@@ -7,6 +7,8 @@ concurrent processes queue for the write lock instead of failing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -17,6 +19,10 @@ from .base import Backend, ClaimFilter
 
 class SQLiteBackend(Backend):
     name = "sqlite"
+
+    def db_now_utc(self) -> sa.ColumnElement[Any]:
+        """UTC with milliseconds; 'now' is fixed for the whole statement."""
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", type_=sa.DateTime())
 
     def claim(
         self,

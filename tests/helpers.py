@@ -1,0 +1,56 @@
+"""Running the real `delayed` command in subprocesses, for the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+
+
+def subprocess_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a worker subprocess: tests/ importable, a given database."""
+    env = dict(os.environ)
+    paths = [str(TESTS), str(ROOT / "src"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    for key in [k for k in env if k.startswith("DELAYED_") or k in {"QUEUE", "QUEUES", "MAX_CLAIMS"}]:
+        del env[key]
+    if database_url is not None:
+        env["DELAYED_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+def delayed_cmd(*args: str) -> list[str]:
+    """`delayed ...` run with this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-m", "delayed.cli", *args]
+
+
+def run_delayed(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        delayed_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout, cwd=str(TESTS)
+    )
+
+
+def start_delayed(*args: str, env: dict[str, str], log: Path | None = None) -> subprocess.Popen[str]:
+    out = open(log, "w") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed by the OS
+    return subprocess.Popen(
+        delayed_cmd(*args), env=env, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=str(TESTS)
+    )
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60, interval: float = 0.05) -> object:
+    """Poll until `condition()` is truthy; fail with the last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    value = condition()
+    while not value:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
+        time.sleep(interval)
+        value = condition()
+    return value
