@@ -1,0 +1,74 @@
+"""A real UDP StatsD listener for the tests, and a small TOML writer for config files."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class UdpListener:
+    """A UDP socket on 127.0.0.1 collecting StatsD lines (one packet may hold several)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+
+    def __enter__(self) -> UdpListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def drain(self) -> list[str]:
+        """Read whatever has arrived (waiting up to 0.2 s for the first packet)."""
+        timeout = 0.2
+        while True:
+            self.sock.settimeout(timeout)
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                return self.lines
+            self.lines.extend(line for line in data.decode("ascii").split("\n") if line)
+            timeout = 0.05
+
+    def wait_for_lines(self, condition: Callable[[list[str]], bool], timeout: float = 90) -> list[str]:
+        """Collect until `condition(lines)` holds; fail listing what did arrive."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.drain()
+            if condition(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"StatsD packets not seen within {timeout} s; got {sorted(set(lines))}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def write_toml(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """Write `{section: {key: value}}` as TOML (nested tables inline) and return the path."""
+    lines: list[str] = []
+    for section, body in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in body.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
