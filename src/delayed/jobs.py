@@ -1,0 +1,500 @@
+"""Operating the table: find, read, retry, discard and unlock jobs, and count them.
+
+The Ruby gem keeps failed jobs on purpose so that an operator can read them, fix the cause
+and run them again; this module is the Python API for that, and `delayed jobs` (jobs_cli.py)
+is its command line. Everything is SQLAlchemy Core on the configured engine, or on an
+Engine/Connection passed as `bind=`, and works the same on PostgreSQL, MySQL/MariaDB and
+SQLite.
+
+Every function that changes rows returns a `Changed` naming the ids it changed; ids that do
+not exist are listed in `unknown`, and rows left alone because a worker holds their lock right
+now are listed in `busy` (pass `force=True` to change them anyway). Nothing is ignored silently.
+
+    import delayed
+    failed = delayed.jobs.list_jobs(failed=True, queue="mail")
+    delayed.jobs.retry([job.id for job in failed])
+
+Retrying a job that a worker is running would run it twice, and the first run's outcome would
+then be dropped (outcomes are written only where the lock still matches), so `retry` and
+`discard` skip rows whose lock is live unless forced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .backends import backend_for
+from .config import Config, get_config
+from .db import get_engine
+from .errors import DelayedError, UnknownPriorityError
+from .job import JobRecord
+from .priority import name_of
+from .priority import resolve as resolve_priority
+from .schema import get_table
+from .timeutil import to_seconds, utcnow
+
+log = logging.getLogger("delayed.jobs")
+
+Bind = Engine | Connection
+PriorityFilter = int | str | tuple[int | str | None, int | str | None]
+
+__all__ = [
+    "Changed",
+    "JobNotFoundError",
+    "StatsRow",
+    "discard",
+    "get",
+    "list_jobs",
+    "priority_label",
+    "priority_range",
+    "retry",
+    "retry_all_failed",
+    "stats",
+    "unlock_stale",
+]
+
+
+class JobNotFoundError(DelayedError, LookupError):
+    """No row has this id (it may have run and been deleted, or been discarded)."""
+
+
+@dataclass
+class Changed:
+    """What an operation did: the ids it changed, the ids it did not find, the ids it skipped."""
+
+    action: str
+    ids: list[int] = field(default_factory=list)
+    unknown: list[int] = field(default_factory=list)
+    busy: list[int] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def complete(self) -> bool:
+        """True when every requested id was changed (nothing unknown, nothing skipped)."""
+        return not self.unknown and not self.busy
+
+
+@dataclass
+class StatsRow:
+    """Counts for one (queue, priority name) group; the states follow the Ruby gem's monitor.
+
+    ready: live, due and not locked (or its lock expired); future: live and run_at later;
+    locked: live, due and locked within the lock timeout; erroring: live with attempts > 0
+    (any of the three states above); failed: failed_at set. total = every row of the group.
+    max_age: seconds the oldest ready job has waited past its run_at.
+    """
+
+    queue: str | None
+    priority: str
+    total: int = 0
+    ready: int = 0
+    future: int = 0
+    locked: int = 0
+    erroring: int = 0
+    failed: int = 0
+    max_age: float = 0.0  # seconds the oldest ready job has waited (the database's clock)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "priority": self.priority,
+            "total": self.total,
+            "ready": self.ready,
+            "future": self.future,
+            "locked": self.locked,
+            "erroring": self.erroring,
+            "failed": self.failed,
+            "max_age": self.max_age,
+        }
+
+
+# ----------------------------------------------------------------------------- plumbing
+def _setup(bind: Bind | None, config: Config | None) -> tuple[Bind, Config, sa.Table]:
+    config = config or get_config()
+    return (bind if bind is not None else get_engine()), config, get_table(config.table_name)
+
+
+@contextmanager
+def _reading(bind: Bind) -> Iterator[Connection]:
+    """A connection for reads: the caller's, or a short-lived one from the engine."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
+
+
+@contextmanager
+def _writing(bind: Bind) -> Iterator[Connection]:
+    """A transaction: the caller's open one (they commit), else our own, committed on exit."""
+    if isinstance(bind, Connection):
+        if bind.in_transaction():
+            yield bind
+        else:
+            with bind.begin():
+                yield bind
+        return
+    with bind.begin() as conn:
+        yield conn
+
+
+def _ids(ids: int | Iterable[int]) -> list[int]:
+    """Unique ids in the given order; a bool or non-integer id is refused with its value."""
+    values = [ids] if isinstance(ids, int) else list(ids)
+    out: list[int] = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            try:
+                value = int(str(value).strip())
+            except ValueError:
+                raise ValueError(f"a job id is a whole number, got {value!r}") from None
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def _live_lock(t: sa.Table, now: datetime, config: Config) -> Any:
+    """Rows a worker holds right now: live, with a lock younger than the lock timeout."""
+    stale = now - timedelta(seconds=config.lock_timeout)
+    return sa.and_(t.c.failed_at.is_(None), t.c.locked_at.is_not(None), t.c.locked_at >= stale)
+
+
+# ----------------------------------------------------------------------------- priorities
+def priority_label(priority: int, config: Config | None = None) -> str:
+    """`10 user_visible`: the number and its range's name (negatives count as the first name)."""
+    names = (config or get_config()).priority_names
+    name = name_of(priority, names) or (min(names, key=names.__getitem__) if names else None)
+    return f"{priority} {name}" if name else str(priority)
+
+
+def _name_bounds(name: str, names: dict[str, int]) -> tuple[int | None, int | None]:
+    """The inclusive number range of a priority name; the first is open below, the last above."""
+    ordered = sorted(names.items(), key=lambda item: item[1])
+    for index, (candidate, bound) in enumerate(ordered):
+        if candidate == name:
+            low = None if index == 0 else bound
+            high = ordered[index + 1][1] - 1 if index + 1 < len(ordered) else None
+            return low, high
+    resolve_priority(name, names)  # raises UnknownPriorityError listing the known names
+    raise AssertionError("unreachable")
+
+
+def _one_end(value: int | str | None, names: dict[str, int]) -> tuple[int | None, int | None]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, None
+    if isinstance(value, bool):
+        raise UnknownPriorityError(f"priority must be a number or a name, got {value!r}")
+    if isinstance(value, int):
+        return value, value
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text), int(text)
+    return _name_bounds(text, names)
+
+
+def priority_range(value: PriorityFilter, config: Config | None = None) -> tuple[int | None, int | None]:
+    """An inclusive (low, high) range from a priority filter; None means unbounded.
+
+    A number is that priority; a name is its whole range (`user_visible` = 10..19 with the
+    default names); `a..b` (or a tuple) runs from the start of `a` to the end of `b`, where
+    either may be a number or a name and either may be left out (`eventual..`).
+    """
+    names = (config or get_config()).priority_names
+    if isinstance(value, tuple):
+        low_value, high_value = value
+    elif isinstance(value, str) and ".." in value:
+        low_value, high_value = (part.strip() for part in value.split("..", 1))
+    else:
+        return _one_end(value, names)
+    low = _one_end(low_value, names)[0]
+    high = _one_end(high_value, names)[1]
+    if low is not None and high is not None and low > high:
+        raise UnknownPriorityError(f"priority range {value!r} is empty: {low} is above {high}")
+    return low, high
+
+
+# ----------------------------------------------------------------------------- reading
+def list_jobs(
+    failed: bool | None = None,
+    queue: str | Sequence[str] | None = None,
+    priority: PriorityFilter | None = None,
+    locked: bool | None = None,
+    limit: int | None = 50,
+    *,
+    bind: Bind | None = None,
+    config: Config | None = None,
+) -> list[JobRecord]:
+    """Rows in id order, filtered: failed True/False, queue(s), priority, locked True/False.
+
+    `locked=True` means a worker holds the row right now (lock younger than the lock
+    timeout); `locked=False` means anyone may take it. `limit=None` lists every match.
+    """
+    bind, config, t = _setup(bind, config)
+    now = utcnow()
+    query = sa.select(t).order_by(t.c.id)
+    if failed is not None:
+        query = query.where(t.c.failed_at.is_not(None) if failed else t.c.failed_at.is_(None))
+    if queue is not None:
+        queues = [queue] if isinstance(queue, str) else list(queue)
+        query = query.where(t.c.queue.in_(queues))
+    if priority is not None:
+        low, high = priority_range(priority, config)
+        if low is not None:
+            query = query.where(t.c.priority >= low)
+        if high is not None:
+            query = query.where(t.c.priority <= high)
+    if locked is not None:
+        live = _live_lock(t, now, config)
+        query = query.where(live if locked else sa.not_(live))
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        query = query.limit(limit)
+    with _reading(bind) as conn:
+        return [JobRecord.from_mapping(row) for row in conn.execute(query).mappings()]
+
+
+def get(job_id: int, *, bind: Bind | None = None, config: Config | None = None) -> JobRecord:
+    """The row with this id; JobNotFoundError when there is none."""
+    bind, config, t = _setup(bind, config)
+    (wanted,) = _ids(job_id)
+    with _reading(bind) as conn:
+        row = conn.execute(sa.select(t).where(t.c.id == wanted)).mappings().first()
+    if row is None:
+        raise JobNotFoundError(
+            f"no job with id {wanted} in {t.name} (it may have run and been deleted, or been discarded)"
+        )
+    return JobRecord.from_mapping(row)
+
+
+def is_locked(record: JobRecord, config: Config | None = None, now: datetime | None = None) -> bool:
+    """True when a worker holds this row right now (its lock is younger than the lock timeout)."""
+    config = config or get_config()
+    now = now or utcnow()
+    if record.failed_at is not None or record.locked_at is None:
+        return False
+    return record.locked_at >= now - timedelta(seconds=config.lock_timeout)
+
+
+# ----------------------------------------------------------------------------- changing
+def _change(
+    conn: Connection,
+    t: sa.Table,
+    action: str,
+    wanted: list[int],
+    where: Any,
+    statement: Any,
+    returning: bool,
+    now: datetime,
+    config: Config,
+    force: bool,
+) -> Changed:
+    """Apply `statement` (an UPDATE or DELETE on t) to the wanted ids and say what happened.
+
+    With RETURNING (PostgreSQL, SQLite) the write comes first, so SQLite takes its write lock
+    before reading; without it (MySQL), the rows are read FOR UPDATE first, so no worker can
+    claim them between the read and the write.
+    """
+    result = Changed(action)
+    if not wanted:
+        return result
+    guard = [t.c.id.in_(wanted), where]
+    if not force:
+        guard.append(sa.not_(_live_lock(t, now, config)))
+    if returning:
+        changed = set(conn.execute(statement.where(*guard).returning(t.c.id)).scalars())
+    else:
+        changed = set(conn.execute(sa.select(t.c.id).where(*guard).with_for_update()).scalars())
+        if changed:
+            conn.execute(statement.where(t.c.id.in_(sorted(changed))))
+    rest = [i for i in wanted if i not in changed]
+    present = set()
+    if rest:
+        present = set(conn.execute(sa.select(t.c.id).where(t.c.id.in_(rest))).scalars())
+    result.ids = [i for i in wanted if i in changed]
+    result.unknown = [i for i in rest if i not in present]
+    result.busy = [i for i in rest if i in present]
+    return result
+
+
+def _retry_values(now: datetime) -> dict[str, Any]:
+    return {
+        "failed_at": None,
+        "locked_at": None,
+        "locked_by": None,
+        "attempts": 0,
+        "run_at": now,
+        "updated_at": now,
+    }
+
+
+def retry(
+    ids: int | Iterable[int],
+    *,
+    force: bool = False,
+    bind: Bind | None = None,
+    config: Config | None = None,
+) -> Changed:
+    """Run these jobs again now: failed_at and the lock cleared, attempts 0, run_at now.
+
+    Works on failed rows and on live ones (an erroring job waiting for its back-off runs at
+    once). last_error is kept until the next run. Rows a worker is running are skipped
+    (`busy`) unless `force`. On PostgreSQL idle workers are woken with NOTIFY.
+    """
+    bind, config, t = _setup(bind, config)
+    wanted = _ids(ids)
+    now = utcnow()
+    with _writing(bind) as conn:
+        backend = backend_for(conn.engine, t)
+        statement = t.update().values(**_retry_values(now))
+        result = _change(
+            conn, t, "retry", wanted, sa.true(), statement, conn.dialect.update_returning, now, config, force
+        )
+        if result.ids:
+            backend.notify(conn)
+    _log(result)
+    return result
+
+
+def retry_all_failed(
+    queue: str | None = None, *, bind: Bind | None = None, config: Config | None = None
+) -> Changed:
+    """Retry every failed job (of one queue, when given); see `retry`."""
+    bind, config, t = _setup(bind, config)
+    now = utcnow()
+    where = [t.c.failed_at.is_not(None)]
+    if queue is not None:
+        where.append(t.c.queue == queue)
+    with _writing(bind) as conn:
+        backend = backend_for(conn.engine, t)
+        statement = t.update().where(*where).values(**_retry_values(now))
+        if conn.dialect.update_returning:
+            ids = sorted(conn.execute(statement.returning(t.c.id)).scalars())
+        else:
+            ids = sorted(conn.execute(sa.select(t.c.id).where(*where).with_for_update()).scalars())
+            if ids:
+                conn.execute(statement.where(t.c.id.in_(ids)))
+        if ids:
+            backend.notify(conn)
+    result = Changed("retry", ids=ids)
+    _log(result)
+    return result
+
+
+def discard(
+    ids: int | Iterable[int],
+    *,
+    force: bool = False,
+    bind: Bind | None = None,
+    config: Config | None = None,
+) -> Changed:
+    """Delete these jobs for good. Rows a worker is running are skipped (`busy`) unless `force`."""
+    bind, config, t = _setup(bind, config)
+    wanted = _ids(ids)
+    now = utcnow()
+    with _writing(bind) as conn:
+        returning = conn.dialect.delete_returning
+        result = _change(conn, t, "discard", wanted, sa.true(), t.delete(), returning, now, config, force)
+    _log(result)
+    return result
+
+
+def unlock_stale(
+    older_than: float | timedelta | str | None = None,
+    *,
+    bind: Bind | None = None,
+    config: Config | None = None,
+) -> Changed:
+    """Clear locks older than `older_than` on live rows; the default is the lock timeout.
+
+    Why the lock timeout (max_run_time + 30 s) and not max_run_time: that is the moment every
+    worker stops honouring a lock, so clearing it then can never start a second run that a
+    worker would not start anyway; a job between max_run_time and the lock timeout may still
+    be running, or its supervisor may be about to kill it and count the attempt. An operator
+    who knows the worker is gone can pass a shorter `older_than` (e.g. max_run_time, or 0 for
+    every lock). Attempts are not changed: the job simply becomes ready again.
+    """
+    bind, config, t = _setup(bind, config)
+    seconds = config.lock_timeout if older_than is None else to_seconds(older_than)
+    now = utcnow()
+    cutoff = now - timedelta(seconds=seconds)
+    where = [t.c.failed_at.is_(None), t.c.locked_at.is_not(None), t.c.locked_at < cutoff]
+    values = {"locked_at": None, "locked_by": None, "updated_at": now}
+    with _writing(bind) as conn:
+        backend = backend_for(conn.engine, t)
+        statement = t.update().where(*where).values(**values)
+        if conn.dialect.update_returning:
+            ids = sorted(conn.execute(statement.returning(t.c.id)).scalars())
+        else:
+            ids = sorted(conn.execute(sa.select(t.c.id).where(*where).with_for_update()).scalars())
+            if ids:
+                conn.execute(t.update().where(t.c.id.in_(ids), *where).values(**values))
+        if ids:
+            backend.notify(conn)
+    result = Changed("unlock", ids=ids)
+    _log(result)
+    return result
+
+
+def _log(result: Changed) -> None:
+    if result.ids:
+        log.info("%s: %d job(s): %s", result.action, result.count, result.ids)
+    if result.unknown:
+        log.warning("%s: no job with id(s) %s", result.action, result.unknown)
+    if result.busy:
+        log.warning("%s: skipped job(s) %s: a worker is running them now", result.action, result.busy)
+
+
+# ----------------------------------------------------------------------------- counting
+_METRIC_FIELDS = {
+    "count": "total",
+    "workable_count": "ready",
+    "future_count": "future",
+    "locked_count": "locked",
+    "erroring_count": "erroring",
+    "failed_count": "failed",
+    "max_age": "max_age",
+}
+
+
+def stats(
+    queue: str | Sequence[str] | None = None, *, bind: Bind | None = None, config: Config | None = None
+) -> list[StatsRow]:
+    """Counts per (queue, priority name), sorted by queue then priority; see StatsRow.
+
+    The numbers are the monitor's (delayed.monitor: its three grouped queries and the same
+    bucketing, negative priorities under the first name), read without emitting its metric
+    events. Groups without a row are left out.
+    """
+    from .monitor import Monitor
+
+    bind, config, t = _setup(bind, config)
+    queues = [] if queue is None else [queue] if isinstance(queue, str) else list(queue)
+    monitor = Monitor(config, queues=queues)
+    with _reading(bind) as conn:
+        statements = monitor.queries(backend_for(conn.engine, t))
+        results = {name: list(conn.execute(statement).mappings()) for name, statement in statements.items()}
+    names = config.priority_names
+    first = min(names, key=names.__getitem__)
+    groups: dict[tuple[str | None, str], StatsRow] = {}
+    for metric in monitor.compute(results):
+        field_name = _METRIC_FIELDS.get(metric.name)
+        if field_name is None:
+            continue
+        name = metric.priority or first
+        group = groups.setdefault((metric.queue, name), StatsRow(metric.queue, name))
+        setattr(group, field_name, metric.value)
+    order = dict(names)
+    found = [g for g in groups.values() if g.total]
+    return sorted(found, key=lambda g: (g.queue is None, g.queue or "", order[g.priority]))
