@@ -205,10 +205,12 @@ def test_worker_on_an_unreachable_database_logs_backs_off_and_stops_on_sigterm(
 @pytest.mark.parametrize("backend", sorted(CLOSED_URLS))
 def test_enqueue_to_an_unreachable_database_raises_a_clear_error(restore_config: None, backend: str) -> None:
     set_config(build_config(environ={}, overrides={"database_url": CLOSED_URLS[backend]}))
-    with pytest.raises(sa.exc.OperationalError) as info:
+    with pytest.raises(delayed.EnqueueError) as info:
         Noop.perform_later(1)
     message = str(info.value)
     assert "127.0.0.1" in message and "Connection refused" in message
+    assert "No job was stored" in message and "tests.noop" in message
+    assert isinstance(info.value.__cause__, sa.exc.OperationalError)
     assert SECRET not in message and SECRET not in repr(info.value)
 
 

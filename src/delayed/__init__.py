@@ -19,6 +19,7 @@ from .db import get_engine
 from .errors import (
     ConfigError,
     DelayedError,
+    EnqueueError,
     HandlerError,
     SerializationError,
     UnknownJobError,
@@ -35,6 +36,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DelayedError",
+    "EnqueueError",
     "EnqueueRequest",
     "HandlerError",
     "Job",

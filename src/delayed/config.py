@@ -74,6 +74,15 @@ def _str(value: Any) -> str:
     return value
 
 
+def _log_level(value: Any) -> str:
+    """A logging level name such as INFO; anything else is refused rather than ignored."""
+    import logging
+
+    if not isinstance(value, str) or not isinstance(logging.getLevelName(value.strip().upper()), int):
+        raise ValueError(f"expected a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL), got {value!r}")
+    return value.strip().upper()
+
+
 def _str_list(value: Any) -> list[str]:
     """A list of strings; from the environment or a flag, a comma-separated string."""
     if isinstance(value, str):
@@ -260,7 +269,7 @@ declare_section(
         ),
         Setting(
             "log_level",
-            _str,
+            _log_level,
             "INFO",
             "Level of the 'delayed' logger for the CLI commands.",
             ("DELAYED_LOG_LEVEL",),
@@ -519,14 +528,6 @@ declare_section(
 
 
 # ----------------------------------------------------------------------------- [supervisor] [[pool]]
-def _log_level(value: Any) -> str:
-    import logging
-
-    if not isinstance(value, str) or not isinstance(logging.getLevelName(value.strip().upper()), int):
-        raise ValueError(f"expected a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL), got {value!r}")
-    return value.strip().upper()
-
-
 def _import_path(value: Any) -> str:
     """'package.module:function', checked for shape here and imported by the supervisor."""
     if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):

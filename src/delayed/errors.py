@@ -27,5 +27,5 @@ class UnknownPriorityError(DelayedError, ValueError):
     """A priority name that is not one of the configured names."""
 
 
-class DatabaseUnavailableError(DelayedError):
-    """The database could not be reached after the worker's retries."""
+class EnqueueError(DelayedError):
+    """The database refused or could not take an enqueue; no job was stored."""

@@ -23,8 +23,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+import sqlalchemy as sa
+
 from . import events
-from .errors import HandlerError, SerializationError, UnknownJobError
+from .errors import EnqueueError, HandlerError, SerializationError, UnknownJobError
 from .priority import resolve as resolve_priority
 from .timeutil import to_naive_utc, to_seconds, utcnow
 
@@ -509,6 +511,23 @@ def _insert_batch(batch: list[EnqueueRequest], using: Any) -> list[int]:
     rows = [request.row() for request in batch]
     jobs = [request.job_class.job_name for request in batch]
     with events.instrument("delayed.job.enqueue", jobs=jobs, count=len(rows)) as payload:
-        ids = insert_rows(rows, using)
+        try:
+            ids = insert_rows(rows, using)
+        except sa.exc.DBAPIError as exc:
+            if using is not None:
+                raise  # the caller's own transaction: let its error handling see the original
+            raise _enqueue_error(jobs, exc) from exc
         payload["ids"] = ids
     return ids
+
+
+def _enqueue_error(jobs: list[str], exc: sa.exc.DBAPIError) -> EnqueueError:
+    from .config import get_config
+    from .db import describe_error, redact
+
+    names = ", ".join(sorted(set(jobs)))
+    return EnqueueError(
+        f"could not enqueue {len(jobs)} job(s) ({names}) on {redact(get_config().database_url)}: "
+        f"{describe_error(exc)}. No job was stored; check that the database is reachable and that "
+        "`delayed migrate` has created the jobs table."
+    )
