@@ -331,3 +331,41 @@ def test_mysql_read_ahead_form_claims_in_order_and_skips_taken_rows(mysql_db) ->
     db.update(ids[1], locked_by=None, locked_at=None)
     worker = Worker(backend=backend)
     assert worker.work_off() == (1, 0)
+
+
+def test_stop_before_run_is_not_lost(db) -> None:
+    job_id = Remember.perform_later("never")
+    worker = Worker()
+    worker.stop()
+    assert worker.run(install_signals=False) == 0
+    assert db.row(job_id)["locked_by"] is None  # nothing was claimed
+    assert worker.work_off() == (1, 0)  # the flags were reset for the next run
+
+
+def test_jobs_claimed_as_the_stop_arrives_are_released_not_started(db) -> None:
+    ids = delayed.enqueue_many([Remember.build(i) for i in range(3)])
+    worker = Worker()
+    # The reserve event is published as the claim returns: stop right then.
+    unsubscribe = delayed.events.subscribe("delayed.worker.reserve_jobs", lambda e: worker.stop())
+    try:
+        assert worker.run(install_signals=False) == 0
+    finally:
+        unsubscribe()
+    assert remembered() == []
+    rows = db.rows()
+    assert [r["id"] for r in rows] == ids
+    assert all(r["locked_by"] is None and r["attempts"] == 0 for r in rows)
+
+
+def test_rows_locked_by_a_lost_pickup_are_released_and_run(db) -> None:
+    """A claim that committed while its reply was lost leaves rows under our name."""
+    job_id = Remember.perform_later("orphan")
+    worker = Worker()
+    backend = backend_for(db.engine)
+    with backend.connect() as conn:
+        assert [r.id for r in backend.claim(conn, worker.name, 1, ClaimFilter(), 60, 5)] == [job_id]
+    assert Worker(name="someone else").work_off() == (0, 0)  # fresh lock: not claimable
+    worker._reserve_failures = 1  # as after a pickup whose connection died
+    assert worker.work_off() == (1, 0)
+    assert remembered() == ["orphan"]
+    assert db.row(job_id) is None

@@ -193,6 +193,7 @@ class Worker:
             self._loop(limit=num, exit_when_idle=True)
         finally:
             self._finish()
+            self._reset()
         return self.succeeded - before[0], self.failed - before[1]
 
     def run(self, exit_on_complete: bool = False, install_signals: bool = True) -> int:
@@ -226,7 +227,14 @@ class Worker:
             total / elapsed,
             self.failed,
         )
-        return 1 if self._force.is_set() else 0
+        status = 1 if self._force.is_set() else 0
+        self._reset()
+        return status
+
+    def _reset(self) -> None:
+        """Ready for another run: clear the stop flags of the one that ended."""
+        self._stop.clear()
+        self._force.clear()
 
     def stop(self) -> None:
         """Ask the loop to stop claiming and drain (safe from signal handlers and threads)."""
@@ -244,8 +252,8 @@ class Worker:
 
     # -- setup and teardown ----------------------------------------------------------------
     def _start(self) -> None:
-        self._stop.clear()
-        self._force.clear()
+        # The stop flags are not cleared here: a stop() that lands just before run() must
+        # still stop it. They are reset once a run has finished (_reset).
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -272,6 +280,20 @@ class Worker:
                 os.close(fd)
         self._wake_r = self._wake_w = -1
         self._pool = self._completer = None
+
+    def _release_unstarted(self, jobs: list[JobRecord]) -> None:
+        ids = [record.id for record in jobs]
+        try:
+            with self.backend.engine.connect() as conn:
+                self.backend.release(conn, self.name, ids)
+            log.info("released %d job(s) claimed as the stop arrived: %s", len(ids), ids)
+        except Exception as exc:
+            log.error(
+                "could not release jobs %s claimed as the stop arrived (%s); they run again after "
+                "the lock timeout",
+                ids,
+                describe_error(exc),
+            )
 
     def _release_held(self) -> None:
         with self._lock:
@@ -343,6 +365,8 @@ class Worker:
                 if jobs is None:  # the database failed; back off
                     maybe_more = False
                     next_poll = now + min(0.5 * 2 ** min(self._reserve_failures, 6), 30.0)
+                elif jobs and self._stop.is_set():
+                    self._release_unstarted(jobs)  # the stop came while the claim was in flight
                 else:
                     claimed += len(jobs)
                     for record in jobs:
@@ -414,8 +438,8 @@ class Worker:
             keep = set(self._held)
         if self._completer is not None:
             keep |= self._completer.pending_ids()
-        assert self._conn is not None
-        count = self.backend.release(self._conn, self.name, exclude=sorted(keep))
+        with self.backend.engine.connect() as conn:
+            count = self.backend.release(conn, self.name, exclude=sorted(keep))
         if count:
             log.warning("released %d job(s) claimed by a pickup whose reply was lost", count)
 

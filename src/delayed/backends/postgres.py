@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
+from ..db import describe_error
 from ..job import JobRecord
 from ..schema import notify_channel
 from ..timeutil import utcnow
@@ -66,7 +67,7 @@ class PostgresWaiter(Waiter):
         try:
             conn = self._listen()
         except Exception as exc:  # database down: fall back to polling
-            log.warning("LISTEN unavailable (%s); polling every %.1f s", exc, timeout)
+            log.warning("LISTEN unavailable (%s); polling until it works again", describe_error(exc))
             return super().wait(timeout, wake_fd)
         readable, _, _ = select.select([conn.fileno(), wake_fd], [], [], timeout)
         if conn.fileno() not in readable:
@@ -74,7 +75,7 @@ class PostgresWaiter(Waiter):
         try:
             return any(True for _ in conn.notifies(timeout=0.0))
         except Exception as exc:
-            log.warning("LISTEN connection lost (%s); reconnecting on next wait", exc)
+            log.warning("LISTEN connection lost (%s); reconnecting on next wait", describe_error(exc))
             self.close()
             return False
 
