@@ -1,0 +1,265 @@
+"""The child side of `delayed-supervisor`: what runs in a forked process, and how it reports.
+
+After the fork nothing of the master's is used: its signal handlers are reset, its pipes
+closed, and the database engine is made fresh (`delayed.db.get_engine()` makes one per
+pid). The child then runs one `Worker` (or the monitor) and tells the master, over a pipe,
+what it does:
+
+    B <worker name>                         booted; the name its rows are locked by
+    S <job id> <started> <max_run_time> <thread>   a job started (time.monotonic())
+    E <job id>                              that job ended
+    H <busy>                                heartbeat, every second
+
+Lines are far below PIPE_BUF, so writes from several job threads never interleave.
+CLOCK_MONOTONIC is one clock for every process on the host, so the master compares the
+child's `started` with its own `time.monotonic()`.
+
+SIGTERM asks for a graceful drain (stop claiming, finish running jobs, write outcomes,
+exit 0). The child also drains when the master dies (its parent pid changes or the pipe
+breaks), so no orphan works on unsupervised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import events, statsd
+from .config import Config, set_config
+from .job import JobRecord
+
+log = logging.getLogger("delayed.supervisor")
+
+EXIT_BOOT_FAILED = 3  # on_worker_boot or the worker's setup raised
+TITLE_PREFIX = "delayed-supervisor"
+
+
+@dataclass
+class ChildSpec:
+    """Everything a child needs, handed over in memory by the fork."""
+
+    kind: str  # "worker" or "monitor"
+    pool_name: str
+    queues: list[str]
+    min_priority: int | str | None
+    max_priority: int | str | None
+    max_claims: int
+    config: Config
+    master_pid: int
+    report_fd: int
+    close_fds: list[int] = field(default_factory=list)
+    on_worker_boot: Callable[[], Any] | None = None
+    heartbeat_interval: float = 1.0
+
+
+class Reporter:
+    """Writes report lines to the master; remembers when the master has gone away."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.lock = threading.Lock()
+        self.broken = False
+
+    def send(self, line: str) -> bool:
+        data = (line + "\n").encode()
+        with self.lock:
+            if self.broken:
+                return False
+            try:
+                os.write(self.fd, data)
+            except OSError:  # EPIPE: the master is gone
+                self.broken = True
+                return False
+        return True
+
+
+def set_title(text: str) -> None:
+    """Set the process title (setproctitle is a dependency; tolerate its absence anyway)."""
+    try:
+        import setproctitle
+    except ImportError:  # pragma: no cover
+        return
+    setproctitle.setproctitle(f"{TITLE_PREFIX}: {text}")
+
+
+def reopen_log_files() -> int:
+    """Reopen every file handler of the root and 'delayed' loggers (after log rotation)."""
+    reopened = 0
+    seen: set[int] = set()
+    for logger in (logging.getLogger(), logging.getLogger("delayed")):
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler) or id(handler) in seen:
+                continue
+            seen.add(id(handler))
+            with handler.lock or contextlib.nullcontext():
+                if handler.stream is not None:
+                    with contextlib.suppress(OSError):
+                        handler.stream.close()
+                handler.stream = handler._open()
+            reopened += 1
+    return reopened
+
+
+class _Stopper:
+    """Delivers one stop request to the worker, whichever comes first: signal or start.
+
+    `Worker.run()` clears its stop flag when it starts, so a TERM that arrives before the
+    loop runs is kept here and delivered at the `delayed.worker.start` event. A second
+    `worker.stop()` would mean "force" (release running jobs), so delivery happens once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.started = False
+        self.target: Callable[[], None] | None = None
+        self._once = threading.Lock()
+
+    def request(self) -> None:
+        self.requested = True
+        if self.started:
+            self._deliver()
+
+    def on_start(self) -> None:
+        self.started = True
+        if self.requested:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        if self.target is not None and self._once.acquire(blocking=False):
+            self.target()
+
+
+class _Heartbeat(threading.Thread):
+    """Beats every interval; notices a dead master; reopens logs; keeps the title current."""
+
+    def __init__(self, spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> None:
+        super().__init__(name="delayed-heartbeat", daemon=True)
+        self.spec = spec
+        self.reporter = reporter
+        self.stopper = stopper
+        self.reopen = threading.Event()
+        self.busy: Callable[[], int] = lambda: 0
+        self._title = ""
+
+    def run(self) -> None:
+        orphaned = False
+        while True:
+            busy = self.busy()
+            alive = self.reporter.send(f"H {busy}")
+            if not orphaned and (not alive or os.getppid() != self.spec.master_pid):
+                orphaned = True
+                log.warning("the supervisor (pid %d) is gone: draining and exiting", self.spec.master_pid)
+                self.stopper.request()
+            if self.reopen.is_set():
+                self.reopen.clear()
+                count = reopen_log_files()
+                log.info("child %d reopened %d log file(s)", os.getpid(), count)
+            self._update_title(busy)
+            time.sleep(self.spec.heartbeat_interval)
+
+    def _update_title(self, busy: int) -> None:
+        spec = self.spec
+        if spec.kind == "monitor":
+            title = "monitor"
+        else:
+            queues = ",".join(spec.queues) or "all"
+            title = f"worker {spec.pool_name} queues={queues} busy {busy}/{spec.max_claims}"
+        if title != self._title:
+            self._title = title
+            set_title(title)
+
+
+def _reset_signals(stopper: _Stopper, heartbeat: _Heartbeat) -> None:
+    for sig in (signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
+    # The master decides for the whole group: a terminal's Ctrl-C or Ctrl-\ reaches every
+    # process, but only the master's reaction (TERM to each child, or SIGKILL) counts.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda _s, _f: stopper.request())
+    # Reopening a file inside a signal handler could race a log call; the heartbeat does it.
+    signal.signal(signal.SIGUSR1, lambda _s, _f: heartbeat.reopen.set())
+
+
+def run_child(spec: ChildSpec) -> int:
+    """The body of a forked child; returns its exit status (the caller calls os._exit)."""
+    for fd in spec.close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    stopper = _Stopper()
+    reporter = Reporter(spec.report_fd)
+    heartbeat = _Heartbeat(spec, reporter, stopper)
+    _reset_signals(stopper, heartbeat)
+    set_config(spec.config)  # also drops any engine inherited from the master
+    statsd.install(spec.config)  # this process's own socket: job timings, monitor gauges
+    heartbeat.start()
+    try:
+        if spec.on_worker_boot is not None:
+            spec.on_worker_boot()
+        if spec.kind == "worker" and spec.config.section("tracing")["enabled"]:
+            from .tracing import instrument_from_config  # after the hook set up the provider
+
+            instrument_from_config(spec.config)
+        if spec.kind == "monitor":
+            return _run_monitor(spec, reporter, stopper)
+        return _run_worker(spec, reporter, stopper, heartbeat)
+    except Exception:
+        log.exception("child %d of pool %s failed while booting", os.getpid(), spec.pool_name)
+        return EXIT_BOOT_FAILED
+
+
+def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbeat: _Heartbeat) -> int:
+    from .worker import Worker
+
+    worker = Worker(
+        queues=spec.queues,
+        max_claims=spec.max_claims,
+        min_priority=spec.min_priority,
+        max_priority=spec.max_priority,
+        config=spec.config,
+    )
+    me = os.getpid()
+
+    def on_job_start(record: JobRecord, max_run_time: float) -> None:
+        thread = threading.current_thread().name.replace(" ", "_") or "-"
+        reporter.send(f"S {record.id} {time.monotonic():.6f} {max_run_time:.6f} {thread}")
+
+    def on_job_end(record: JobRecord) -> None:
+        reporter.send(f"E {record.id}")
+
+    def on_worker_start(event: events.Event) -> None:
+        if event.payload.get("pid") == me:
+            stopper.on_start()
+
+    worker.on_job_start = on_job_start
+    worker.on_job_end = on_job_end
+    heartbeat.busy = lambda: worker.busy
+    stopper.target = worker.stop
+    events.subscribe("delayed.worker.start", on_worker_start)
+    reporter.send(f"B {worker.name}")
+    if stopper.requested:  # TERM during boot: nothing claimed yet, nothing to drain
+        return 0
+    return worker.run(exit_on_complete=False, install_signals=False)
+
+
+def _run_monitor(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
+    try:
+        from .monitor import Monitor  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise RuntimeError(
+            "[supervisor] monitor = true, but delayed.monitor cannot be imported "
+            f"({exc}); set monitor = false or install a pydelayed that has the monitor"
+        ) from exc
+    stop = threading.Event()
+    stopper.target = stop.set
+    stopper.on_start()
+    reporter.send(f"B monitor pid:{os.getpid()}")
+    Monitor(spec.config).run(stop)
+    return 0
