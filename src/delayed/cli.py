@@ -1,4 +1,4 @@
-"""`delayed`: the command line (migrate, work; other commands register on `main`).
+"""`delayed`: the command line: migrate, work, monitor (monitor_cli.py), jobs (jobs_cli.py).
 
 Flags mirror the Ruby rake task's environment knobs (QUEUE/QUEUES, MAX_CLAIMS, MIN_PRIORITY,
 MAX_PRIORITY), which are read as well: flags win over the environment, which wins over the
@@ -9,64 +9,17 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from .config import Config, build_config, set_config
+from .cli_common import fail, load_config, with_config
 from .db import get_engine, redact
-from .errors import ConfigError, DelayedError
-from .loader import import_modules
+from .errors import DelayedError
+from .jobs_cli import jobs_group
+from .monitor_cli import monitor
 
 log = logging.getLogger("delayed")
-
-
-def setup_logging(level: str) -> None:
-    """Log lines to stderr with time, level and logger name."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def fail(message: str) -> None:
-    """Print `Error: message` and exit 2, the status of every bad-input error."""
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(2)
-
-
-def load_config(config_file: str | None, overrides: dict[str, Any], require: tuple[str, ...] = ()) -> Config:
-    """Build the config (file, env, flags), make it current, import the user's modules."""
-    try:
-        config = build_config(config_file, overrides=overrides)
-        if require:
-            config = config.replace(require=[*config.require, *require])
-        set_config(config)
-        setup_logging(config.log_level)
-        import_modules(config.require)
-        return config
-    except ConfigError as exc:
-        fail(str(exc))
-        raise  # unreachable: fail() exits
-
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TOML config file ([delayed] section).",
-)
-database_option = click.option(
-    "--database-url", default=None, help="Database URL (overrides the file and DELAYED_DATABASE_URL)."
-)
-
-
-def with_config(func: Callable[..., Any]) -> Callable[..., Any]:
-    return config_option(database_option(func))
 
 
 @click.group()
@@ -172,18 +125,8 @@ def work(
     sys.exit(worker.run(exit_on_complete=exit_on_complete))
 
 
-# `delayed jobs` (find, read, retry, discard). When jobs_cli is imported first it is still
-# half-made here, and registers itself on `main` once it is done.
-from . import jobs_cli  # noqa: E402
-
-if hasattr(jobs_cli, "jobs_group"):
-    main.add_command(jobs_cli.jobs_group)
-# `delayed monitor`: like jobs_cli, registered here, or by monitor_cli itself when it is
-# imported first (then it is still half-made here).
-from . import monitor_cli  # noqa: E402
-
-if hasattr(monitor_cli, "monitor"):
-    main.add_command(monitor_cli.monitor)
+main.add_command(jobs_group)
+main.add_command(monitor)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,9 +10,6 @@
 Each subcommand takes the same -c / --database-url as `delayed work`. Exit status: 0 when
 everything asked for was done; 1 when an id was not found, a row was skipped because a worker
 is running it, or the database failed; 2 for bad input (options, config).
-
-This module registers the group on `delayed.cli.main` itself (cli.py imports it at its end),
-so the registration works whichever of the two modules is imported first.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ import click
 import sqlalchemy as sa
 
 from . import jobs as api
-from .cli import fail, load_config, main, with_config
+from .cli_common import fail, load_config, with_config
 from .config import Config
 from .db import describe_error, redact
 from .errors import UnknownPriorityError
@@ -416,7 +413,3 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
     return f"{seconds:.0f}s"
-
-
-# Registered here rather than in cli.py, so that importing either module first works.
-main.add_command(jobs_group)

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .cli import fail, load_config, main, with_config
+from .cli_common import fail, load_config, with_config
 from .db import describe_error, redact
 from .errors import DelayedError
 
@@ -113,6 +113,3 @@ def monitor(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     mon.run(stop)
-
-
-main.add_command(monitor)
