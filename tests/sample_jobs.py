@@ -41,6 +41,13 @@ class AlwaysFails(delayed.Job, name="tests.always_fails"):
         raise RuntimeError(message)
 
 
+class FailsFast(delayed.Job, name="tests.fails_fast"):
+    max_attempts = 1
+
+    def perform(self) -> None:
+        raise RuntimeError("fails at once")
+
+
 class FailsDefault(delayed.Job, name="tests.fails_default"):
     def perform(self) -> None:
         raise ValueError("default attempts")
