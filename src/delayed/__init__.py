@@ -12,7 +12,7 @@ SendEmail.set(priority="interactive", wait=30).perform_later(42)
 
 from __future__ import annotations
 
-from . import events, jobs  # jobs: the operator API (delayed.jobs.retry); the Table is jobs_table
+from . import events, jobs, tracing  # jobs: the operator API; the Table is jobs_table
 from .backends import ClaimFilter, Outcome
 from .config import Config, configure, get_config
 from .db import get_engine
@@ -58,6 +58,7 @@ __all__ = [
     "metadata",
     "migrate",
     "registered_jobs",
+    "tracing",
 ]
 
 
