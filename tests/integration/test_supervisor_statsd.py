@@ -35,6 +35,9 @@ GAUGES = (
 )
 
 
+PRIORITY_NAMES = ("interactive", "user_visible", "eventual", "reporting")
+
+
 def names(lines: list[str]) -> set[str]:
     return {line.split(":", 1)[0] for line in lines}
 
@@ -69,10 +72,12 @@ def test_supervised_jobs_and_monitor_reach_statsd(sups, pg, tmp_path: Path) -> N
             "app.worker.reserve_jobs",
             "app.supervisor.child_spawned",
             "app.monitor.run",
-            # A queue outside the baseline reports the metrics its rows have (as in the Ruby gem).
-            *(f"app.job.{gauge}.mail.interactive" for gauge in GAUGES if gauge != "failed_count"),
+            # The zero baseline: every gauge for the default queue and each priority name.
+            *(f"app.job.{gauge}.default.{name}" for gauge in GAUGES for name in PRIORITY_NAMES),
+            # A queue outside the baseline reports the metrics its rows have (as in the Ruby
+            # gem); the failed row stays, so these are there whenever the monitor looks.
+            "app.job.count.mail.user_visible",
             "app.job.failed_count.mail.user_visible",
-            *(f"app.job.{gauge}.default.reporting" for gauge in GAUGES),  # the zero baseline
         }
         lines = udp.wait_for_lines(lambda got: expected <= names(got), timeout=120)
         sup.signal(signal.SIGTERM)
@@ -82,7 +87,8 @@ def test_supervised_jobs_and_monitor_reach_statsd(sups, pg, tmp_path: Path) -> N
     assert kinds["app.job.run.mail.interactive"] == "ms"
     assert kinds["app.job.error.mail.user_visible"] == "c"
     assert kinds["app.job.failure.mail.user_visible"] == "c"
-    assert kinds["app.job.count.mail.interactive"] == "g"
+    assert kinds["app.job.count.default.interactive"] == "g"
+    assert "app.job.failed_count.mail.user_visible:1|g" in lines
     assert kinds["app.supervisor.child_spawned"] == "c"
     runs = [line for line in lines if line.startswith("app.job.run.mail.interactive:")]
     assert len(runs) == 5
