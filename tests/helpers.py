@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -54,3 +56,36 @@ def wait_for(condition: Callable[[], object], timeout: float = 60, interval: flo
         time.sleep(interval)
         value = condition()
     return value
+
+
+def toml_value(value: Any) -> str:
+    """Just enough TOML for the values the tests write (tables inline)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def render_toml(sections: dict[str, Any]) -> str:
+    """`{section: {key: value}}` as TOML; a list of dicts becomes an array of tables."""
+    out: list[str] = []
+    for name, body in sections.items():
+        tables = body if isinstance(body, list) else [body]
+        for table in tables:
+            out.append(f"[[{name}]]" if isinstance(body, list) else f"[{name}]")
+            out.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
+            out.append("")
+    return "\n".join(out)
+
+
+def write_toml(path: Path, sections: dict[str, Any]) -> Path:
+    """Write `sections` as TOML to `path` and return the path."""
+    path.write_text(render_toml(sections))
+    return path

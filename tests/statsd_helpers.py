@@ -1,13 +1,14 @@
-"""A real UDP StatsD listener for the tests, and a small TOML writer for config files."""
+"""A real UDP StatsD listener for the tests (and the TOML writer they use, from helpers)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+
+from tests.helpers import write_toml
+
+__all__ = ["UdpListener", "write_toml"]
 
 
 class UdpListener:
@@ -47,28 +48,3 @@ class UdpListener:
                 return lines
             if time.monotonic() > deadline:
                 raise AssertionError(f"StatsD packets not seen within {timeout} s; got {sorted(set(lines))}")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def write_toml(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    """Write `{section: {key: value}}` as TOML (nested tables inline) and return the path."""
-    lines: list[str] = []
-    for section, body in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in body.items())
-        lines.append("")
-    path.write_text("\n".join(lines))
-    return path

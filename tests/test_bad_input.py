@@ -34,7 +34,7 @@ from delayed.config import SECTIONS, build_config, get_config, set_config
 from delayed.errors import ConfigError, SerializationError
 from delayed.timeutil import utcnow
 
-from .helpers import run_delayed, start_delayed, subprocess_env, wait_for
+from .helpers import run_delayed, start_delayed, subprocess_env, toml_value, wait_for
 from .sample_jobs import Noop
 
 SECRET = "s3cret"
@@ -45,21 +45,6 @@ CLOSED_URLS = {
 
 
 # ----------------------------------------------------------------------------- helpers
-def toml_value(value: Any) -> str:
-    """Just enough TOML for the values these tests write."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(value)
-
-
 def write(tmp_path: Path, text: str, name: str = "bad.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)

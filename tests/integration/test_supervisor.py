@@ -28,36 +28,13 @@ import sqlalchemy as sa
 
 from delayed import systemd
 
-from ..helpers import TESTS, subprocess_env, wait_for
+from ..helpers import TESTS, render_toml, subprocess_env, wait_for
 from ..supervisor_jobs import RUNS_DDL, Crash, Hang, Hog, Run
 
 pytestmark = pytest.mark.slow
 
 
 # ----------------------------------------------------------------------------- helpers
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(value)
-
-
-def render(sections: dict[str, Any]) -> str:
-    out = []
-    for name, body in sections.items():
-        tables = body if isinstance(body, list) else [body]
-        for table in tables:
-            out.append(f"[[{name}]]" if isinstance(body, list) else f"[{name}]")
-            out.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
-            out.append("")
-    return "\n".join(out)
-
-
 class Sup:
     """One `delayed-supervisor` process and its files."""
 
@@ -76,7 +53,7 @@ class Sup:
             "sleep_delay": 0.5,
             **sections.pop("delayed", {}),
         }
-        self.path.write_text(render({"delayed": delayed_section, "supervisor": supervisor, **sections}))
+        self.path.write_text(render_toml({"delayed": delayed_section, "supervisor": supervisor, **sections}))
 
     def start(self, **env: str) -> Sup:
         out = open(self.log_path, "a")  # noqa: SIM115 - the child owns it
