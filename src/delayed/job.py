@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
+from . import config as _config
 from . import events
 from .errors import EnqueueError, HandlerError, SerializationError, UnknownJobError
 from .priority import resolve as resolve_priority
@@ -191,10 +192,15 @@ def decode_handler(handler: str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- JSON check
+_PLAIN = frozenset({str, int, bool, type(None)})  # exact types that always round-trip
+
+
 def _json_problem(value: Any, depth: int = 0) -> str | None:
     """Why `value` would not survive a JSON round trip unchanged, or None when it would."""
     if depth > 100:
         return "it is nested more than 100 levels deep"
+    if type(value) in _PLAIN:  # the common case first: one set lookup, no isinstance chain
+        return None
     if value is None or isinstance(value, str | bool | int):
         return None
     if isinstance(value, float):
@@ -217,6 +223,8 @@ def _json_problem(value: Any, depth: int = 0) -> str | None:
 
 
 def _check_arguments(job_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    if not args and not kwargs:
+        return
     for index, value in enumerate(args):
         problem = _json_problem(value)
         if problem:
@@ -261,6 +269,15 @@ class EnqueueRequest:
     enqueued_at: datetime
 
     def handler(self) -> str:
+        if not enqueue_extensions:
+            # The same text json.dumps(body) gives, without building and walking the dict:
+            # job_id (hex and dashes) and the ISO timestamp never need escaping.
+            args = "[]" if not self.args else _encode(self.args)
+            kwargs = "{}" if not self.kwargs else _encode(self.kwargs)
+            return (
+                f'{{"job":{_encode(self.job_class.job_name)},"args":{args},"kwargs":{kwargs},'
+                f'"job_id":"{self.job_id}","enqueued_at":"{self.enqueued_at.isoformat()}"}}'
+            )
         body: dict[str, Any] = {
             "job": self.job_class.job_name,
             "args": self.args,
@@ -270,7 +287,7 @@ class EnqueueRequest:
         }
         for extension in enqueue_extensions:
             extension(body, self)
-        return json.dumps(body, separators=(",", ":"), allow_nan=False)
+        return _encode(body)
 
     def row(self) -> dict[str, Any]:
         """Column values for the insert."""
@@ -284,6 +301,19 @@ class EnqueueRequest:
             "created_at": self.enqueued_at,
             "updated_at": self.enqueued_at,
         }
+
+
+# json.dumps(value, separators=(",", ":"), allow_nan=False), without a new encoder per call.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _uuid4() -> str:
+    """str(uuid.uuid4()) in a third of the time: 16 random bytes, version and variant bits set."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class ConfiguredJob:
@@ -338,33 +368,34 @@ def _merge_options(base: EnqueueOptions, options: dict[str, Any]) -> EnqueueOpti
 def _build(
     job_class: type[Job], options: EnqueueOptions, args: Sequence[Any], kwargs: dict[str, Any]
 ) -> EnqueueRequest:
-    from .config import get_config
-
-    config = get_config()
+    # Read the settings dict directly: Config.__getattr__ costs a microsecond per look-up,
+    # and bulk enqueue builds tens of thousands of jobs per call (as did a local import).
+    values = _config.get_config().values
     _check_arguments(job_class.job_name, args, kwargs)
-    now = utcnow()
-    priority_value = next(
-        p for p in (options.priority, job_class.priority, config.default_priority) if p is not None
-    )
+    now = _utcnow()
+    priority_value = options.priority
+    if priority_value is None:
+        priority_value = job_class.priority
+        if priority_value is None:
+            priority_value = values["default_priority"]
+    if type(priority_value) is not int:
+        priority_value = resolve_priority(priority_value, values["priority_names"])
     queue = options.queue if options.queue is not None else job_class.queue
     if queue is None:
-        queue = config.default_queue_name
+        queue = values["default_queue_name"]
     if options.run_at is not None:
         run_at = options.run_at
     elif options.wait:
         run_at = now + timedelta(seconds=options.wait)
     else:
         run_at = now
-    return EnqueueRequest(
-        job_class=job_class,
-        args=list(args),
-        kwargs=dict(kwargs),
-        priority=resolve_priority(priority_value, config.priority_names),
-        queue=queue,
-        run_at=run_at,
-        job_id=str(uuid.uuid4()),
-        enqueued_at=now,
-    )
+    return EnqueueRequest(job_class, list(args), dict(kwargs), priority_value, queue, run_at, _uuid4(), now)
+
+
+# timeutil.utcnow's naive UTC "now", at a tenth of the cost where datetime.utcnow() is not
+# deprecated (it is from 3.12 on, where timeutil's form is used).
+_utcnow = datetime.utcnow if sys.version_info < (3, 12) else utcnow
+_NO_OPTIONS = EnqueueOptions()  # frozen: one shared instance for build()/perform_later()
 
 
 # ----------------------------------------------------------------------------- Job
@@ -414,12 +445,12 @@ class Job:
     @classmethod
     def build(cls, *args: Any, **kwargs: Any) -> EnqueueRequest:
         """A job ready for `delayed.enqueue_many` (arguments checked now)."""
-        return _build(cls, EnqueueOptions(), args, kwargs)
+        return _build(cls, _NO_OPTIONS, args, kwargs)
 
     @classmethod
     def perform_later(cls, *args: Any, **kwargs: Any) -> int:
         """Insert the job; returns the new row's id."""
-        return enqueue_many([cls.build(*args, **kwargs)])[0]
+        return enqueue_many([_build(cls, _NO_OPTIONS, args, kwargs)])[0]
 
     @classmethod
     def perform_now(cls, *args: Any, **kwargs: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,19 +34,34 @@ _BACKENDS: dict[str, type[Backend]] = {
 }
 
 
+# Backends are stateless apart from their cached SQL texts: one per (engine, table), so an
+# enqueue does not build a Backend (and recompile its statements) per call. Bounded, so
+# engines made and disposed one after another (tests, the CLI) are not kept alive for ever.
+_CACHE: dict[tuple[Engine, sa.Table], Backend] = {}
+_CACHE_SIZE = 16
+_CACHE_LOCK = threading.Lock()
+
+
 def backend_for(engine: Engine, table: sa.Table | None = None) -> Backend:
     """The Backend for the engine's dialect; other dialects are refused with the list we support."""
     from ..config import get_config
     from ..schema import get_table
 
     table = get_table(get_config().table_name) if table is None else table
+    backend = _CACHE.get((engine, table))
+    if backend is not None:
+        return backend
     try:
         cls = _BACKENDS[engine.dialect.name]
     except KeyError:
         raise NotImplementedError(
             f"pydelayed supports PostgreSQL, MySQL/MariaDB and SQLite, not {engine.dialect.name!r}"
         ) from None
-    return cls(engine, table)
+    backend = cls(engine, table)
+    with _CACHE_LOCK:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)), None)
+        return _CACHE.setdefault((engine, table), backend)
 
 
 def _is_psycopg(obj: Any) -> bool:
