@@ -8,6 +8,7 @@ file given with -c. A bad setting exits with status 2 and a message naming the k
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -122,7 +123,13 @@ def work(
         worker = Worker(config=config)
     except DelayedError as exc:
         fail(str(exc))
-    sys.exit(worker.run(exit_on_complete=exit_on_complete))
+    status = worker.run(exit_on_complete=exit_on_complete)
+    if status != 0:
+        # A second signal: the running jobs' locks are released; do not wait for their
+        # threads (the interpreter would join them at exit), leave now.
+        logging.shutdown()
+        os._exit(status)
+    sys.exit(status)
 
 
 main.add_command(jobs_group)

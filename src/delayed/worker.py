@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import select
 import signal
 import socket
@@ -26,7 +27,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime
@@ -47,6 +47,48 @@ from .timeutil import to_seconds, utcnow
 log = logging.getLogger("delayed.worker")
 
 GATHER = 0.002  # seconds a backlogged worker waits for more free threads before a claim
+_STOP_THREAD = None  # what a job thread takes from its queue to end
+
+
+class JobThreads:
+    """`count` long-lived threads running `target(record)` for each record submitted.
+
+    What the worker needs of a ThreadPoolExecutor, without the Future, work item and
+    semaphore it makes per job: a no-op job costs a queue put and a get. Threads are
+    named `<prefix>_<n>` as the executor named them (the supervisor reports the name).
+    """
+
+    def __init__(self, count: int, target: Callable[[JobRecord], None], prefix: str) -> None:
+        self._queue: queue.SimpleQueue[JobRecord | None] = queue.SimpleQueue()
+        self._target = target
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{prefix}_{index}") for index in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, record: JobRecord) -> None:
+        self._queue.put(record)
+
+    def _run(self) -> None:
+        get, target = self._queue.get, self._target
+        while True:
+            record = get()
+            if record is _STOP_THREAD:
+                return
+            target(record)
+
+    def shutdown(self, wait: bool = True, cancel: bool = False) -> None:
+        """End the threads after the queued records (or, with cancel, dropping those)."""
+        if cancel:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self._queue.get_nowait()
+        for _ in self._threads:
+            self._queue.put(_STOP_THREAD)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 def default_worker_name() -> str:
@@ -156,11 +198,15 @@ class Worker:
         self._stop = threading.Event()
         self._force = threading.Event()
         self._wake_r, self._wake_w = -1, -1
-        self._pool: ThreadPoolExecutor | None = None
+        # A job thread that ends a job writes the wake pipe only when the loop waits for
+        # this many busy threads or fewer (-1: the loop is not waiting for a thread).
+        self._wake_busy = -1
+        self._pool: JobThreads | None = None
         self._completer: Completer | None = None
         self._conn: sa.Connection | None = None
         self._reserve_failures = 0
         self._waiter: Waiter = Waiter()
+        self._max_run_times: dict[type[Job], float] = {}  # per job class (the config is fixed)
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -257,16 +303,23 @@ class Worker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._pool = ThreadPoolExecutor(self.max_claims, thread_name_prefix="delayed-job")
+        self._max_run_times.clear()  # job classes' settings are read afresh per run
         self._completer = Completer(self.backend).start()
         self._waiter = self.backend.waiter(self.config.listen_notify)
+        # Last: nothing after this may fail, or these (non-daemon) threads would outlive us.
+        self._pool = JobThreads(self.max_claims, self._execute, "delayed-job")
 
     def _finish(self) -> None:
         pool, completer = self._pool, self._completer
         if pool is not None:
+            # Drain: wait for the running jobs, but let a second signal cut the wait short.
+            # (Polled through the wake pipe: a signal handler calling Event.set() while this
+            # thread sat in Event.wait() on the same event could deadlock on its lock.)
+            while self._busy > 0 and not self._force.is_set():
+                self._wait_for_threads(0, 0.05)
             if self._force.is_set():
                 self._release_held()
-                pool.shutdown(wait=False, cancel_futures=True)
+                pool.shutdown(wait=False, cancel=True)
             else:
                 pool.shutdown(wait=True)
         if completer is not None:
@@ -325,11 +378,6 @@ class Worker:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._wake_w, b"x")
 
-    def _wait_wake(self, timeout: float) -> None:
-        """Wait until a job thread frees up (it writes the wake pipe) or `timeout` passes."""
-        select.select([self._wake_r], [], [], timeout)
-        self._drain_wake()
-
     def _drain_wake(self) -> None:
         try:
             while os.read(self._wake_r, 4096):
@@ -343,6 +391,7 @@ class Worker:
         maybe_more = True  # the last claim was full, so more jobs may be ready
         next_poll = 0.0
         gather_until: float | None = None  # while gathering free threads for one claim
+        half = (self.max_claims + 1) // 2
         while not self._stop.is_set():
             free = self.max_claims - self._busy
             if limit is not None:
@@ -351,14 +400,14 @@ class Worker:
                     return
             now = time.monotonic()
             if free > 0 and (maybe_more or now >= next_poll):
-                if maybe_more and self._busy > 0 and free < (self.max_claims + 1) // 2:
+                if maybe_more and self._busy > 0 and free < half:
                     # A backlog: claim in batches, not one job per statement (a claim costs a
                     # round trip and an index scan whatever its size). Wait a moment, at most
                     # GATHER seconds, for more threads to free up; never for a slow job.
                     if gather_until is None:
                         gather_until = now + GATHER
                     if now < gather_until:
-                        self._wait_wake(gather_until - now)
+                        self._wait_for_threads(self.max_claims - half, gather_until - now)
                         continue
                 gather_until = None
                 jobs = self._reserve(free)
@@ -379,12 +428,47 @@ class Worker:
                     continue
             # Full (maybe_more): wait for a thread to free up. Otherwise: until the next poll,
             # unless NOTIFY or (when exiting on idle) the last running job wakes us first.
+            # Job threads wake the loop only when what it waits for happens: a thread frees
+            # up (full), the last job ends (at the limit, or exiting when idle), or never.
             timeout = 1.0 if maybe_more else max(next_poll - time.monotonic(), 0.0)
+            if limit is not None and claimed >= limit:
+                wake_busy = 0
+            elif maybe_more:
+                wake_busy = self.max_claims - 1
+            else:
+                wake_busy = 0 if exit_when_idle else -1
             if timeout > 0:
+                if not self._arm_wake(wake_busy):  # it happened already
+                    if not maybe_more and exit_when_idle:
+                        next_poll = 0.0
+                    continue
                 notified = self._waiter.wait(timeout, self._wake_r)
-                self._drain_wake()
+                self._disarm_wake()
                 if notified or (exit_when_idle and self._busy == 0):
                     next_poll = 0.0
+
+    def _arm_wake(self, wake_busy: int) -> bool:
+        """Ask job threads to wake the loop once at most `wake_busy` are busy.
+
+        False when that is already so (no wait needed). Checked under the lock the job
+        threads count under, so a job ending between the check and the wait is not missed.
+        """
+        with self._lock:
+            if wake_busy >= 0 and self._busy <= wake_busy:
+                return False
+            self._wake_busy = wake_busy
+            return True
+
+    def _disarm_wake(self) -> None:
+        with self._lock:
+            self._wake_busy = -1
+        self._drain_wake()
+
+    def _wait_for_threads(self, wake_busy: int, timeout: float) -> None:
+        """Wait until at most `wake_busy` threads are busy, or `timeout` passes."""
+        if self._arm_wake(wake_busy):
+            select.select([self._wake_r], [], [], timeout)
+            self._disarm_wake()
 
     def _reserve(self, limit: int) -> list[JobRecord] | None:
         with events.instrument(
@@ -457,7 +541,7 @@ class Worker:
             self._busy += 1
             self._held[record.id] = record
         assert self._pool is not None
-        self._pool.submit(self._execute, record)
+        self._pool.submit(record)
 
     # -- one job, in its thread ------------------------------------------------------------
     def _execute(self, record: JobRecord) -> None:
@@ -473,7 +557,11 @@ class Worker:
             with self._lock:
                 self._busy -= 1
                 self._held.pop(record.id, None)
-            self._wake()
+                wake = self._busy <= self._wake_busy
+                if wake:
+                    self._wake_busy = -1  # one write per wait is enough
+            if wake:
+                self._wake()
 
     def _tags(self, record: JobRecord) -> dict[str, Any]:
         return {
@@ -494,16 +582,21 @@ class Worker:
             return self._unrecoverable(record, exc)
         job = job_class()
         job.record = record
-        max_run_time = job_max_run_time(job_class, self.config)
         if self.on_job_start is not None:
+            max_run_time = self._max_run_times.get(job_class)
+            if max_run_time is None:
+                max_run_time = self._max_run_times[job_class] = job_max_run_time(job_class, self.config)
             self.on_job_start(record, max_run_time)
         log.debug("Job %s (id=%s) RUNNING", record.name, record.id)
         try:
-            with ExitStack() as stack:
-                for wrapper in perform_wrappers:
-                    stack.enter_context(wrapper(record, job))
-                with events.instrument("delayed.job.run", **self._tags(record)):
-                    job.perform(*payload.get("args", []), **payload.get("kwargs", {}))
+            if perform_wrappers or events.has_listeners("delayed.job.run"):
+                with ExitStack() as stack:
+                    for wrapper in perform_wrappers:
+                        stack.enter_context(wrapper(record, job))
+                    with events.instrument("delayed.job.run", **self._tags(record)):
+                        job.perform(*payload.get("args", ()), **payload.get("kwargs", {}))
+            else:  # nothing observes this run: no context managers, no payload dict
+                job.perform(*payload.get("args", ()), **payload.get("kwargs", {}))
         except BaseException as exc:
             return self._erroring(record, job, exc)
         finally:

@@ -158,3 +158,24 @@ def test_lost_connection_is_retried_and_loses_no_job(server_db, tmp_path: Path) 
     assert _dupes(db) <= 3 * 4 * 2, _dupes(db)
     assert db.count() == 0
     assert "failed" in text.lower() or "error while reserving" in text.lower()
+
+
+def test_second_sigterm_releases_running_jobs_and_exits_1_at_once(db, tmp_path: Path) -> None:
+    ids = delayed.enqueue_many([Sleep.build(60.0, f"long{i}") for i in range(2)])
+    log = tmp_path / "worker.log"
+    proc = start_delayed(
+        "work", "--require", "sample_jobs", "--max-claims", "2", env=subprocess_env(db.url), log=log
+    )
+    try:
+        wait_for(lambda: all(db.row(i)["locked_by"] for i in ids), timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "SIGTERM received" in log.read_text(), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)  # far less than the jobs' 60 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1, log.read_text()
+    rows = db.rows()
+    assert [r["id"] for r in rows] == ids
+    assert all(r["locked_by"] is None and r["attempts"] == 0 for r in rows), "released to run again"
