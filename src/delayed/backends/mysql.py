@@ -23,6 +23,7 @@ from .base import Backend, ClaimFilter
 log = logging.getLogger("delayed.backend")
 
 _RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock
+_CLAIM_TRIES = 5
 
 
 def _mysql_code(exc: BaseException) -> int | None:
@@ -63,17 +64,21 @@ class MySQLBackend(Backend):
         lock_timeout: float,
         read_ahead: int,
     ) -> list[JobRecord]:
-        try:
-            if self.supports_skip_locked(conn):
-                return self._claim_skip_locked(conn, worker_name, limit, flt, lock_timeout)
-            return self._claim_read_ahead(conn, worker_name, limit, flt, lock_timeout, read_ahead)
-        except sa.exc.OperationalError as exc:
-            if _mysql_code(exc) in _RETRYABLE:
-                log.debug("pickup lost a lock race (%s); treating as empty", exc.orig)
+        # A deadlock or lock-wait timeout rolls the claim back although jobs may be ready;
+        # reporting that as "nothing ready" would end an --exit-on-complete worker early, so
+        # try again a few times before answering empty.
+        for attempt in range(1, _CLAIM_TRIES + 1):
+            try:
+                if self.supports_skip_locked(conn):
+                    return self._claim_skip_locked(conn, worker_name, limit, flt, lock_timeout)
+                return self._claim_read_ahead(conn, worker_name, limit, flt, lock_timeout, read_ahead)
+            except sa.exc.OperationalError as exc:
+                if _mysql_code(exc) not in _RETRYABLE:
+                    raise
+                log.debug("pickup lost a lock race (%s), try %d of %d", exc.orig, attempt, _CLAIM_TRIES)
                 if conn.in_transaction():
                     conn.rollback()
-                return []
-            raise
+        return []
 
     def _claim_skip_locked(
         self, conn: Connection, worker_name: str, limit: int, flt: ClaimFilter, lock_timeout: float
