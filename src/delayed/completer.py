@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 
 from .backends import Backend, Outcome
 from .db import describe_error
@@ -26,9 +25,8 @@ MAX_BATCH = 1000
 
 
 class Completer:
-    def __init__(self, backend: Backend, on_error: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.on_error = on_error
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._done = threading.Condition()
         self._submitted = 0
@@ -123,8 +121,6 @@ class Completer:
                     describe_error(exc),
                     delay,
                 )
-                if self.on_error is not None:
-                    self.on_error(exc)
                 self._close(broken=True)
                 if self._stopping.is_set() and delay > 5:
                     log.error(

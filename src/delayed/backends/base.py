@@ -158,37 +158,33 @@ class Backend:
         with conn.begin():
             for locked_by, ids in deletes.items():
                 conn.execute(t.delete().where(t.c.id.in_(ids), t.c.locked_by == locked_by))
-            where = (t.c.id == sa.bindparam("b_id"), t.c.locked_by == sa.bindparam("b_locked_by"))
             if retries:
-                stmt = (
-                    t.update()
-                    .where(*where)
-                    .values(
-                        attempts=sa.bindparam("attempts"),
-                        run_at=sa.bindparam("run_at"),
-                        last_error=sa.bindparam("last_error"),
-                        updated_at=sa.bindparam("updated_at"),
-                        locked_at=None,
-                        locked_by=None,
-                    )
-                )
-                conn.execute(stmt, retries)
+                conn.execute(self._unlocking_update("run_at"), retries)
             if fails:
-                stmt = (
-                    t.update()
-                    .where(*where)
-                    .values(
-                        attempts=sa.bindparam("attempts"),
-                        last_error=sa.bindparam("last_error"),
-                        failed_at=sa.bindparam("failed_at"),
-                        updated_at=sa.bindparam("updated_at"),
-                        locked_at=None,
-                        locked_by=None,
-                    )
-                )
-                conn.execute(stmt, fails)
+                conn.execute(self._unlocking_update("failed_at"), fails)
             if retries:
                 self.notify(conn)
+
+    def _unlocking_update(self, column: str) -> Any:
+        """UPDATE attempts, last_error and `column`, clearing the lock, where still ours.
+
+        Retries set run_at, failures set failed_at; both match on id and locked_by.
+        """
+        t = self.table
+        return (
+            t.update()
+            .where(t.c.id == sa.bindparam("b_id"), t.c.locked_by == sa.bindparam("b_locked_by"))
+            .values(
+                {
+                    "attempts": sa.bindparam("attempts"),
+                    "last_error": sa.bindparam("last_error"),
+                    "updated_at": sa.bindparam("updated_at"),
+                    column: sa.bindparam(column),
+                    "locked_at": None,
+                    "locked_by": None,
+                }
+            )
+        )
 
     def release(
         self,
