@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import delayed
-from delayed.job import lookup
+from delayed.registry import lookup
 
 
 class Spawn(delayed.Job, name="tests.obs.spawn"):

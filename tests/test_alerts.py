@@ -12,8 +12,8 @@ import delayed
 from delayed import events
 from delayed.config import build_config, set_config
 from delayed.errors import ConfigError, UnknownPriorityError
-from delayed.job import JobRecord
-from delayed.priority import DEFAULT_ALERTS, AlertThresholds, Priority, alerts_for
+from delayed.priority import DEFAULT_ALERTS, AlertThresholds, Priority, alerts_for, job_alerts
+from delayed.record import JobRecord
 from delayed.timeutil import utcnow
 from tests import observability_jobs, sample_jobs
 from tests.statsd_helpers import write_toml
@@ -133,32 +133,34 @@ def test_age_and_run_time(config_scope: Any) -> None:
     assert 40 <= picked.run_time < 100
     future = record(run_at=ago(-3600))
     assert future.age == 0  # never negative
-    assert record(priority=25).priority_name == "eventual"
+    assert job_alerts(record(priority=25)).priority_name == "eventual"
 
 
 def test_alerts_from_priority(config_scope: Any) -> None:
     config_scope()
     # user_visible: age 180 s, run_time 90 s, attempts 5
-    fresh = record(run_at=ago(10), locked_at=ago(5), attempts=4)
+    fresh = job_alerts(record(run_at=ago(10), locked_at=ago(5), attempts=4))
     assert (fresh.age_alert, fresh.run_time_alert, fresh.attempts_alert) == (False, False, False)
-    stale = record(run_at=ago(400), locked_at=ago(100), attempts=5)
+    stale = job_alerts(record(run_at=ago(400), locked_at=ago(100), attempts=5))
     assert (stale.age_alert, stale.run_time_alert, stale.attempts_alert) == (True, True, True)
-    assert record(run_at=ago(10)).run_time_alert is None  # not locked
-    assert record(priority=-3).age_alert is None  # no name, no threshold
+    assert job_alerts(record(run_at=ago(10))).run_time_alert is None  # not locked
+    assert job_alerts(record(priority=-3)).age_alert is None  # no name, no threshold
     config_scope(priority_names={"only": 0})
-    assert record(run_at=ago(10_000)).age_alert is None
+    assert job_alerts(record(run_at=ago(10_000))).age_alert is None
 
 
 def test_alerts_from_the_job_class(config_scope: Any) -> None:
     config_scope()
-    touchy = record("tests.obs.touchy", run_at=ago(2), locked_at=ago(0.5), attempts=1)
+    touchy = job_alerts(record("tests.obs.touchy", run_at=ago(2), locked_at=ago(0.5), attempts=1))
     assert (touchy.alert_age, touchy.alert_run_time, touchy.alert_attempts) == (1.0, 0.0, 1)
     assert (touchy.age_alert, touchy.run_time_alert, touchy.attempts_alert) == (True, True, True)
-    patient = record("tests.obs.patient", priority=0, run_at=ago(100), locked_at=ago(60), attempts=3)
+    patient = job_alerts(
+        record("tests.obs.patient", priority=0, run_at=ago(100), locked_at=ago(60), attempts=3)
+    )
     assert patient.alert_run_time == 3600.0 and patient.run_time_alert is False
     assert patient.alert_age == 60.0 and patient.age_alert is False  # waited 40 s of 60 s
     assert patient.attempts_alert is True  # interactive: 3 attempts
-    unknown = record("tests.not_registered", priority=20, attempts=8)
+    unknown = job_alerts(record("tests.not_registered", priority=20, attempts=8))
     assert unknown.attempts_alert is True  # priority thresholds still apply
 
 
@@ -168,14 +170,14 @@ def test_event_payloads_carry_the_alerts(db: Any) -> None:
 
     def on(kind: str) -> Any:
         def capture(event: events.Event) -> None:
-            job = event.payload["job"]
+            job, alerts = event.payload["job"], event.payload["alerts"]
             seen[kind].append(
                 {
                     "name": job.name,
-                    "age_alert": job.age_alert,
-                    "run_time_alert": job.run_time_alert,
-                    "attempts_alert": job.attempts_alert,
-                    "priority_name": job.priority_name,
+                    "age_alert": alerts.age_alert,
+                    "run_time_alert": alerts.run_time_alert,
+                    "attempts_alert": alerts.attempts_alert,
+                    "priority_name": alerts.priority_name,
                 }
             )
 

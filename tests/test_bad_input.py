@@ -370,7 +370,7 @@ def test_queue_names_with_quotes_and_sql_are_just_names(db) -> None:
     ids = {queue: Noop.set(queue=queue).perform_later(queue) for queue in EVIL_QUEUES}
     control = Noop.set(queue="default").perform_later("control")
     for queue in EVIL_QUEUES:
-        assert [r.id for r in delayed.jobs.list_jobs(queue=queue)] == [ids[queue]]
+        assert [r.id for r in delayed.admin.list_jobs(queue=queue)] == [ids[queue]]
         listed = CliRunner().invoke(
             main, ["jobs", "list", "--queue", queue, "--json", "--database-url", db.url]
         )

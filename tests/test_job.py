@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 import delayed
 from delayed.errors import SerializationError, UnknownJobError, UnknownPriorityError
-from delayed.job import decode_handler, lookup
+from delayed.record import decode_handler
+from delayed.registry import lookup
 from delayed.timeutil import utcnow
 
 from . import sample_jobs

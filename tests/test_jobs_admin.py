@@ -1,4 +1,4 @@
-"""`delayed.jobs` and `delayed jobs`: find, read, retry, discard, unlock and count real rows.
+"""`delayed.admin` and `delayed jobs`: find, read, retry, discard, unlock and count real rows.
 
 Failed rows are made for real: a job raises inside `delayed.Worker(...).work_off()` and the
 worker writes failed_at and last_error, as in production.
@@ -106,7 +106,7 @@ def test_list_filters(db) -> None:
     db.update(locked, locked_at=utcnow(), locked_by="host:elsewhere pid:1")
 
     def ids(**kw) -> list[int]:
-        return [r.id for r in delayed.jobs.list_jobs(**kw)]
+        return [r.id for r in delayed.admin.list_jobs(**kw)]
 
     assert ids(failed=True) == failed_ids
     assert ids(failed=False) == [live, future, negative, locked]
@@ -122,7 +122,7 @@ def test_list_filters(db) -> None:
     assert locked not in ids(locked=False)
     assert ids(limit=2) == failed_ids
     with pytest.raises(delayed.UnknownPriorityError, match="unknown priority name 'nope'"):
-        delayed.jobs.list_jobs(priority="nope")
+        delayed.admin.list_jobs(priority="nope")
 
     out = cli(db, "list", "--queue", "urgent", "--locked", "--json")
     assert [j["id"] for j in json.loads(out.stdout)] == [locked]
@@ -140,7 +140,7 @@ def test_retry_and_discard_report_unknown_and_busy_ids(db) -> None:
     db.update(running, locked_at=utcnow(), locked_by="host:elsewhere pid:1")
     missing = max(failed, running) + 1000
 
-    result = delayed.jobs.retry([failed, running, missing])
+    result = delayed.admin.retry([failed, running, missing])
     assert (result.ids, result.busy, result.unknown) == ([failed], [running], [missing])
     assert not result.complete
     assert db.row(running)["locked_by"] == "host:elsewhere pid:1"  # a running job is left alone
@@ -154,14 +154,14 @@ def test_retry_and_discard_report_unknown_and_busy_ids(db) -> None:
     assert forced.exit_code == 0, forced.output
     assert db.row(running)["locked_by"] is None
 
-    with pytest.raises(delayed.jobs.JobNotFoundError, match=f"no job with id {missing}"):
-        delayed.jobs.get(missing)
+    with pytest.raises(delayed.admin.JobNotFoundError, match=f"no job with id {missing}"):
+        delayed.admin.get(missing)
     out = cli(db, "show", str(missing))
     assert out.exit_code == 1 and f"no job with id {missing}" in out.stderr
     out = cli(db, "show", "abc")
     assert out.exit_code == 2 and "a job id is a whole number, got 'abc'" in out.stderr
 
-    gone = delayed.jobs.discard([failed, missing])
+    gone = delayed.admin.discard([failed, missing])
     assert (gone.ids, gone.unknown) == ([failed], [missing])
     assert db.row(failed) is None
 
@@ -186,9 +186,9 @@ def test_retry_all_failed_of_one_queue(db) -> None:
     assert out.exit_code == 0, out.output
     assert f"Retried 2 job(s): {mail[0]}, {mail[1]}" in out.stdout
     assert [r["failed_at"] is None for r in db.rows()] == [True, True, False]
-    result = delayed.jobs.retry_all_failed()
+    result = delayed.admin.retry_all_failed()
     assert result.ids == sms
-    assert delayed.jobs.list_jobs(failed=True) == []
+    assert delayed.admin.list_jobs(failed=True) == []
     usage = cli(db, "retry", "--all-failed", "1")
     assert usage.exit_code == 2 and "not both" in usage.stderr
     usage = cli(db, "retry")
@@ -211,7 +211,7 @@ def test_unlock_stale_clears_only_expired_locks(db) -> None:
     assert db.row(fresh)["locked_by"] == "host:alive pid:2"
     assert db.row(overdue)["locked_by"] == "host:x pid:3"
 
-    result = delayed.jobs.unlock_stale(older_than=config.max_run_time)
+    result = delayed.admin.unlock_stale(older_than=config.max_run_time)
     assert result.ids == [overdue]
     assert cli(db, "unlock").exit_code == 2  # --stale is required
 
@@ -226,7 +226,7 @@ def test_stats_counts_each_state(db) -> None:
     db.update(erroring, attempts=2)
     Noop.set(queue="other", priority="reporting").perform_later(5)
 
-    groups = {(g.queue, g.priority): g for g in delayed.jobs.stats()}
+    groups = {(g.queue, g.priority): g for g in delayed.admin.stats()}
     mail = groups[("mail", "user_visible")]
     assert mail.as_dict() == {
         "queue": "mail",
@@ -258,12 +258,12 @@ def test_stats_counts_each_state(db) -> None:
 def test_api_joins_the_callers_transaction(db) -> None:
     (job_id,) = fail_for_real()
     with db.engine.connect() as conn, conn.begin() as tx:
-        assert delayed.jobs.retry(job_id, bind=conn).ids == [job_id]
-        assert delayed.jobs.get(job_id, bind=conn).failed_at is None
+        assert delayed.admin.retry(job_id, bind=conn).ids == [job_id]
+        assert delayed.admin.get(job_id, bind=conn).failed_at is None
         tx.rollback()
     assert db.row(job_id)["failed_at"] is not None  # rolled back with the caller's transaction
     with db.engine.connect() as conn:
-        assert delayed.jobs.discard([job_id], bind=conn).ids == [job_id]  # own transaction, committed
+        assert delayed.admin.discard([job_id], bind=conn).ids == [job_id]  # own transaction, committed
     assert db.row(job_id) is None
 
 
@@ -274,7 +274,7 @@ def test_retry_wakes_idle_workers_with_notify(pg) -> None:
     url = delayed.db.normalize_url(pg.url).set(drivername="postgresql")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as listener:
         listener.execute('LISTEN "delayed_jobs"')
-        delayed.jobs.retry([job_id])
+        delayed.admin.retry([job_id])
         notes = list(listener.notifies(timeout=30, stop_after=1))
     assert [n.channel for n in notes] == ["delayed_jobs"]
 
@@ -290,4 +290,4 @@ def test_delayed_jobs_in_a_real_process(db, tmp_path) -> None:
     refused = run_delayed("jobs", "discard", str(job_id), "-c", str(config), env=env)
     assert refused.returncode == 2 and "pass --yes" in refused.stderr
     assert db.row(job_id) is not None
-    assert delayed.jobs.retry(job_id).ids == [job_id]  # `import delayed; delayed.jobs.retry(...)`
+    assert delayed.admin.retry(job_id).ids == [job_id]  # `import delayed; delayed.admin.retry(...)`

@@ -8,7 +8,6 @@ provider set up in the child that writes JSON lines to a file.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -28,15 +27,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 import delayed
-from delayed import tracing
+from delayed import enqueue, executor, tracing
 from delayed.config import build_config
 from delayed.errors import ConfigError
 
 from . import tracing_jobs
 from .helpers import ROOT, TESTS, start_delayed, subprocess_env, wait_for
 from .tracing_jobs import AlwaysFailsTwice, EnqueuesChild, FailsOnce, Traced
-
-job_module = importlib.import_module("delayed.job")
 
 
 class Spans:
@@ -306,8 +303,8 @@ def test_exceptions_are_recorded_and_the_final_failure_marked(db, spans: Spans) 
 
 # ----------------------------------------------------------------------------- off by default
 def tracing_hooks() -> list[object]:
-    """The hooks in job.py's lists that belong to the tracing instrumentation."""
-    hooks = [*job_module.enqueue_wrappers, *job_module.enqueue_extensions, *job_module.perform_wrappers]
+    """The hooks in enqueue.py's and executor.py's lists that belong to the tracing instrumentation."""
+    hooks = [*enqueue.enqueue_wrappers, *enqueue.enqueue_extensions, *executor.perform_wrappers]
     return [h for h in hooks if isinstance(getattr(h, "__self__", None), tracing._Instrumentation)]
 
 

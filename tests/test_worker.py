@@ -177,7 +177,7 @@ def test_lock_timeout_is_max_run_time_plus_30s() -> None:
 def test_outcome_only_written_where_still_locked_by_us(db) -> None:
     """A worker whose lock was taken over changes nothing (design decision)."""
     job_id = Remember.perform_later("taken over")
-    backend = backend_for(db.engine)
+    backend = backend_for(db.engine, db.table)
     with backend.connect() as conn:
         claimed = backend.claim(conn, "worker-a", 1, ClaimFilter(), 60, 5)
     assert [r.id for r in claimed] == [job_id]
@@ -192,7 +192,7 @@ def test_outcome_only_written_where_still_locked_by_us(db) -> None:
 
 def test_claim_sets_lock_and_respects_limit(db) -> None:
     ids = delayed.enqueue_many([Remember.build(i) for i in range(7)])
-    backend = backend_for(db.engine)
+    backend = backend_for(db.engine, db.table)
     with backend.connect() as conn:
         first = backend.claim(conn, "host:h pid:1", 5, ClaimFilter(), 60, 5)
         second = backend.claim(conn, "host:h pid:2", 5, ClaimFilter(), 60, 5)
@@ -207,7 +207,7 @@ def test_claim_sets_lock_and_respects_limit(db) -> None:
 
 def test_release_clears_only_that_workers_live_locks(db) -> None:
     ids = delayed.enqueue_many([Remember.build(i) for i in range(3)])
-    backend = backend_for(db.engine)
+    backend = backend_for(db.engine, db.table)
     with backend.connect() as conn:
         backend.claim(conn, "w1", 2, ClaimFilter(), 60, 5)
         backend.claim(conn, "w2", 2, ClaimFilter(), 60, 5)
@@ -361,7 +361,7 @@ def test_rows_locked_by_a_lost_pickup_are_released_and_run(db) -> None:
     """A claim that committed while its reply was lost leaves rows under our name."""
     job_id = Remember.perform_later("orphan")
     worker = Worker()
-    backend = backend_for(db.engine)
+    backend = backend_for(db.engine, db.table)
     with backend.connect() as conn:
         assert [r.id for r in backend.claim(conn, worker.name, 1, ClaimFilter(), 60, 5)] == [job_id]
     assert Worker(name="someone else").work_off() == (0, 0)  # fresh lock: not claimable

@@ -12,10 +12,11 @@ SendEmail.set(priority="interactive", wait=30).perform_later(42)
 
 from __future__ import annotations
 
-from . import events, jobs, tracing  # jobs: the operator API; the Table is jobs_table
-from .backends import ClaimFilter, Outcome
+from . import admin, events, tracing  # admin: the operator API (list, retry, discard, ...)
+from .backends import ClaimFilter
 from .config import Config, configure, get_config
 from .db import get_engine
+from .enqueue import EnqueueRequest, enqueue_many
 from .errors import (
     ConfigError,
     DelayedError,
@@ -25,10 +26,13 @@ from .errors import (
     UnknownJobError,
     UnknownPriorityError,
 )
-from .job import EnqueueRequest, Job, JobRecord, enqueue_many, job, registered_jobs
+from .job import Job, job
 from .priority import Priority
+from .record import JobRecord, Outcome
+from .registry import registered_jobs
+from .schema import get_table, metadata
 from .schema import jobs as jobs_table
-from .schema import metadata
+from .schema import migrate as _migrate
 from .worker import Worker
 
 __all__ = [
@@ -47,13 +51,13 @@ __all__ = [
     "UnknownJobError",
     "UnknownPriorityError",
     "Worker",
+    "admin",
     "configure",
     "enqueue_many",
     "events",
     "get_config",
     "get_engine",
     "job",
-    "jobs",
     "jobs_table",
     "metadata",
     "migrate",
@@ -64,7 +68,4 @@ __all__ = [
 
 def migrate() -> list[str]:
     """Create the jobs table and indexes on the configured database (idempotent)."""
-    from .schema import get_table
-    from .schema import migrate as _migrate
-
     return _migrate(get_engine(), get_table(get_config().table_name))

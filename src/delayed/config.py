@@ -11,6 +11,7 @@ Other modules declare their own sections (`[supervisor]`, `[statsd]`, ...) with
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .priority import parse_alerts
 from .timeutil import to_seconds
 
 Parser = Callable[[Any], Any]
@@ -76,8 +76,6 @@ def _str(value: Any) -> str:
 
 def _log_level(value: Any) -> str:
     """A logging level name such as INFO; anything else is refused rather than ignored."""
-    import logging
-
     if not isinstance(value, str) or not isinstance(logging.getLevelName(value.strip().upper()), int):
         raise ValueError(f"expected a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL), got {value!r}")
     return value.strip().upper()
@@ -110,6 +108,46 @@ def _priority_names(value: Any) -> dict[str, int]:
     if 0 not in names.values():
         raise ValueError("must include a name whose lower bound is 0")
     return dict(sorted(names.items(), key=lambda item: item[1]))
+
+
+_ALERT_KEYS = ("age", "run_time", "attempts")
+
+
+def parse_alerts(value: Any) -> dict[str, dict[str, float | int | None]]:
+    """Parse `priority_alerts`: `name = {age = "1m", run_time = "30s", attempts = 3}`.
+
+    Only the keys given change; `false` removes a threshold. Names are checked against
+    `priority_names` when the thresholds are used (`alerts_for`), since the two settings
+    are parsed independently.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f'expected a table of name = {{age = "1m", run_time = "30s", attempts = 3}}, got {value!r}'
+        )
+    parsed: dict[str, dict[str, float | int | None]] = {}
+    for name, body in value.items():
+        if not isinstance(body, Mapping):
+            raise ValueError(f"{name}: expected a table with age, run_time and/or attempts, got {body!r}")
+        entry: dict[str, float | int | None] = {}
+        for key, raw in body.items():
+            if key not in _ALERT_KEYS:
+                raise ValueError(f"{name}: unknown key {key!r}; known keys: age, run_time, attempts")
+            entry[key] = _threshold(name, key, raw)
+        parsed[str(name)] = entry
+    return parsed
+
+
+def _threshold(name: str, key: str, raw: Any) -> float | int | None:
+    if raw is False:
+        return None
+    if key == "attempts":
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            raise ValueError(f"{name}.attempts: expected a whole number of attempts (or false), got {raw!r}")
+        return raw
+    try:
+        return to_seconds(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}.{key}: {exc} (or false for none)") from None
 
 
 INT = _int
@@ -432,9 +470,6 @@ def set_config(config: Config) -> Config:
     """Make `config` the process's configuration (the CLI does this after reading -c)."""
     global _current
     _current = config
-    from . import db  # the engine depends on database_url
-
-    db.reset_engine()
     return config
 
 

@@ -1,4 +1,4 @@
-"""`delayed jobs`: find, read, retry and discard jobs from the shell (the API is delayed.jobs).
+"""`delayed jobs`: find, read, retry and discard jobs from the shell (the API is delayed.admin).
 
     delayed jobs list --failed --queue mail        a table; --json for scripts
     delayed jobs show 42                           handler, attempts, last_error, lock
@@ -25,12 +25,12 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from . import jobs as api
+from . import admin as api
 from .cli_common import fail, load_config, with_config
 from .config import Config
 from .db import describe_error, redact
 from .errors import UnknownPriorityError
-from .job import JobRecord
+from .record import JobRecord
 from .timeutil import to_seconds, utcnow
 
 _ERROR_WIDTH = 60
@@ -41,7 +41,7 @@ _CELL_WIDTH = 40
 def _load(config_file: str | None, database_url: str | None) -> Config:
     config = load_config(config_file, {"database_url": database_url})
     # The commands print what changed themselves; the API's log lines would repeat it.
-    logging.getLogger("delayed.jobs").setLevel(logging.ERROR)
+    logging.getLogger("delayed.admin").setLevel(logging.ERROR)
     return config
 
 

@@ -44,6 +44,7 @@ from statsd import StatsClient
 
 from . import events
 from .config import Config, get_config
+from .monitor import METRICS
 from .priority import bucket_name
 
 log = logging.getLogger("delayed.statsd")
@@ -180,7 +181,6 @@ class Forwarder:
         self._send("incr", event.name.removeprefix("delayed."), 1)
 
     def subscribe(self) -> None:
-        from .monitor import METRICS
 
         routes: list[tuple[str, Callable[[events.Event], None]]] = [
             ("delayed.job.run", self.on_job_run),

@@ -45,11 +45,14 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from . import events, statsd
+from .backends import backend_for
 from .config import Config, build_config, set_config
 from .db import create_engine, describe_error, redact
 from .errors import ConfigError, DelayedError
 from .loader import import_modules
 from .priority import resolve as resolve_priority
+from .retry import failure_outcome
+from .schema import get_table
 from .supervisor_child import ChildSpec, reopen_log_files, run_child, set_title
 from .systemd import Notifier
 
@@ -338,10 +341,6 @@ class Reclaimer:
         self.pending.clear()
 
     def _run(self, job: Reclaim) -> bool:
-        from .backends import backend_for
-        from .schema import get_table
-        from .worker import failure_outcome
-
         job.tries += 1
         config = job.config
         try:

@@ -33,7 +33,7 @@ from typing import Any
 
 from . import events, statsd
 from .config import Config, set_config
-from .job import JobRecord
+from .record import JobRecord
 
 log = logging.getLogger("delayed.supervisor")
 
@@ -238,8 +238,8 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
         if event.payload.get("pid") == me:
             stopper.on_start()
 
-    worker.on_job_start = on_job_start
-    worker.on_job_end = on_job_end
+    worker.executor.on_job_start = on_job_start
+    worker.executor.on_job_end = on_job_end
     heartbeat.busy = lambda: worker.busy
     stopper.target = worker.stop
     events.subscribe("delayed.worker.start", on_worker_start)

@@ -1,7 +1,7 @@
 """Operating the table: find, read, retry, discard and unlock jobs, and count them.
 
 The Ruby gem keeps failed jobs on purpose so that an operator can read them, fix the cause
-and run them again; this module is the Python API for that, and `delayed jobs` (jobs_cli.py)
+and run them again; this module is the Python API for that, and `delayed jobs` (cli/jobs.py)
 is its command line. Everything is SQLAlchemy Core on the configured engine, or on an
 Engine/Connection passed as `bind=`, and works the same on PostgreSQL, MySQL/MariaDB and
 SQLite.
@@ -11,8 +11,8 @@ not exist are listed in `unknown`, and rows left alone because a worker holds th
 now are listed in `busy` (pass `force=True` to change them anyway). Nothing is ignored silently.
 
     import delayed
-    failed = delayed.jobs.list_jobs(failed=True, queue="mail")
-    delayed.jobs.retry([job.id for job in failed])
+    failed = delayed.admin.list_jobs(failed=True, queue="mail")
+    delayed.admin.retry([job.id for job in failed])
 
 Retrying a job that a worker is running would run it twice, and the first run's outcome would
 then be dropped (outcomes are written only where the lock still matches), so `retry` and
@@ -33,15 +33,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from .backends import backend_for
 from .config import Config, get_config
-from .db import get_engine
+from .db import engine_for
 from .errors import DelayedError, UnknownPriorityError
-from .job import JobRecord
+from .monitor import Monitor
 from .priority import name_of
 from .priority import resolve as resolve_priority
+from .record import JobRecord
 from .schema import get_table
 from .timeutil import to_seconds, utcnow
 
-log = logging.getLogger("delayed.jobs")
+log = logging.getLogger("delayed.admin")
 
 Bind = Engine | Connection
 PriorityFilter = int | str | tuple[int | str | None, int | str | None]
@@ -122,7 +123,8 @@ class StatsRow:
 # ----------------------------------------------------------------------------- plumbing
 def _setup(bind: Bind | None, config: Config | None) -> tuple[Bind, Config, sa.Table]:
     config = config or get_config()
-    return (bind if bind is not None else get_engine()), config, get_table(config.table_name)
+    bind = bind if bind is not None else engine_for(config.database_url)
+    return bind, config, get_table(config.table_name)
 
 
 @contextmanager
@@ -477,8 +479,6 @@ def stats(
     bucketing, negative priorities under the first name), read without emitting its metric
     events. Groups without a row are left out.
     """
-    from .monitor import Monitor
-
     bind, config, t = _setup(bind, config)
     queues = [] if queue is None else [queue] if isinstance(queue, str) else list(queue)
     monitor = Monitor(config, queues=queues)
