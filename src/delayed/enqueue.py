@@ -221,21 +221,19 @@ def merge_options(base: EnqueueOptions, options: dict[str, Any]) -> EnqueueOptio
 def build(
     job_class: type[Job], options: EnqueueOptions, args: Sequence[Any], kwargs: dict[str, Any]
 ) -> EnqueueRequest:
-    # Read the settings dict directly: Config.__getattr__ costs a microsecond per look-up,
-    # and bulk enqueue builds tens of thousands of jobs per call (as did a local import).
-    values = _config.get_config().values
+    config = _config.get_config()
     check_arguments(job_class.job_name, args, kwargs)
     now = _utcnow()
     priority_value = options.priority
     if priority_value is None:
         priority_value = job_class.priority
         if priority_value is None:
-            priority_value = values["default_priority"]
+            priority_value = config.default_priority
     if type(priority_value) is not int:
-        priority_value = resolve_priority(priority_value, values["priority_names"])
+        priority_value = resolve_priority(priority_value, config.priority_names)
     queue = options.queue if options.queue is not None else job_class.queue
     if queue is None:
-        queue = values["default_queue_name"]
+        queue = config.default_queue_name
     if options.run_at is not None:
         run_at = options.run_at
     elif options.wait:

@@ -97,10 +97,10 @@ class Monitor:
         interval: float | None = None,
     ) -> None:
         self.config = config if config is not None else get_config()
-        section = self.config.section("monitor")
-        chosen = list(queues) if queues is not None else list(section["queues"] or self.config.queues)
+        section = self.config.monitor
+        chosen = list(queues) if queues is not None else list(section.queues or self.config.queues)
         self.queues: list[str] = chosen
-        self.interval = float(interval if interval is not None else section["interval"])
+        self.interval = float(interval if interval is not None else section.interval)
         self.names: dict[str, int] = dict(sorted(self.config.priority_names.items(), key=lambda i: i[1]))
         self.alerts: dict[str, AlertThresholds] = config_alerts(self.config)
         self.table = get_table(self.config.table_name)

@@ -206,11 +206,11 @@ _install_lock = threading.Lock()
 
 def settings_from(config: Config) -> Settings | None:
     """The `[statsd]` settings, or None when no host is set (StatsD disabled)."""
-    section = config.section("statsd")
-    if not section["host"]:
+    section = config.statsd
+    if not section.host:
         return None
-    prefix = section["prefix"] or None
-    return Settings(section["host"], int(section["port"]), prefix, float(section["sample_rate"]))
+    prefix = section.prefix or None
+    return Settings(section.host, int(section.port), prefix, float(section.sample_rate))
 
 
 def install(config: Config | None = None) -> Forwarder | None:

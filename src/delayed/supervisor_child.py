@@ -203,7 +203,7 @@ def run_child(spec: ChildSpec) -> int:
     try:
         if spec.on_worker_boot is not None:
             spec.on_worker_boot()
-        if spec.kind == "worker" and spec.config.section("tracing")["enabled"]:
+        if spec.kind == "worker" and spec.config.tracing.enabled:
             from .tracing import instrument_from_config  # after the hook set up the provider
 
             instrument_from_config(spec.config)

@@ -87,9 +87,9 @@ def instrument(
     """
     global _active
     _require_api()
-    section = get_config().section("tracing")
-    style = _check("propagation_style", propagation_style or section["propagation_style"], PROPAGATION_STYLES)
-    naming = _check("span_naming", span_naming or section["span_naming"], SPAN_NAMINGS)
+    section = get_config().tracing
+    style = _check("propagation_style", propagation_style or section.propagation_style, PROPAGATION_STYLES)
+    naming = _check("span_naming", span_naming or section.span_naming, SPAN_NAMINGS)
     uninstrument()
     instrumentation = _Instrumentation(style, naming, tracer_provider)
     instrumentation.install()
@@ -111,10 +111,10 @@ def is_instrumented() -> bool:
 
 def instrument_from_config(config: Config | None = None) -> bool:
     """Instrument when `[tracing] enabled = true` (what `delayed work` and supervisor children do)."""
-    section = (config or get_config()).section("tracing")
-    if not section["enabled"]:
+    section = (config or get_config()).tracing
+    if not section.enabled:
         return False
-    instrument(section["propagation_style"], section["span_naming"])
+    instrument(section.propagation_style, section.span_naming)
     return True
 
 
