@@ -166,7 +166,11 @@ def soak(
             finally:
                 procs.stop()
             check = _check(engine, load)
-            buckets = _buckets(engine, t0, bucket)
+            # time 0 is when the load began (soak_load.py's imports and connecting come first)
+            shift = load["started_at"] - t0
+            for sample in sampler.samples:
+                sample["t"] = round(sample["t"] - shift, 2)
+            buckets = _buckets(engine, load["started_at"], bucket)
         finally:
             engine.dispose()
     return {

@@ -8,7 +8,8 @@ jobs that are due by then at `--rate` jobs/s, so the rate holds however long a c
 The mix: `--fail` of them fail once and retry, `--later` are scheduled 1..`--max-wait` s
 ahead, and one every `--long-every` s runs for `--long-seconds`; the rest run at once. Tokens
 are consecutive integers from `--first-token`. t_enqueue (the job's argument) is the time just
-before its batch was built. Prints {"enqueued", "kinds", "seconds", "max_behind_s"} at the end.
+before its batch was built. Prints {"enqueued", "kinds", "seconds", "max_behind_s", "started_at"}
+at the end (started_at: the epoch second the load began, after imports and connecting).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def steady(args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
         "seconds": time.time() - start,
         "max_behind_s": max(max_behind, 0.0),
         "first_token": args.first_token,
+        "started_at": start,
     }
 
 
