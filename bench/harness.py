@@ -440,6 +440,7 @@ def watch_drain(engine: sa.Engine, sql: str, workers: Workers, timeout: float) -
     locked: list[int] = []
     progress: list[tuple[float, int]] = []
     cpu_before: CpuSample = {}
+    cpu_last: CpuSample = {}  # latest sample per pid: a `--exit-on-complete` worker may be gone at the end
     next_rss = 0.0
     deadline = time.monotonic() + timeout
     with engine.connect() as conn:
@@ -459,7 +460,7 @@ def watch_drain(engine: sa.Engine, sql: str, workers: Workers, timeout: float) -
                 locked.append(claimed)
             if left == 0:
                 done_t = now
-                cpu_after = cpu_seconds(workers)
+                cpu_after = {**cpu_last, **cpu_seconds(workers)}
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
@@ -469,6 +470,8 @@ def watch_drain(engine: sa.Engine, sql: str, workers: Workers, timeout: float) -
                 rss = workers.rss_mb()
                 busy_main.extend(rss["main"])
                 busy_children.extend(rss["children"])
+                if first_t is not None:
+                    cpu_last.update(cpu_seconds(workers))
                 next_rss = now + 0.25
             if not workers.alive():
                 raise RuntimeError(f"workers exited with {left} jobs left:\n{workers.output()}")
