@@ -134,7 +134,10 @@ def render_markdown() -> str:
 
 def targets(root: Path) -> dict[Path, str]:
     """Each generated file under the project root, with the text it should hold."""
-    return {root / "conf" / "delayed.toml": render_toml(), root / "docs" / "configuration.md": render_markdown()}
+    return {
+        root / "conf" / "delayed.toml": render_toml(),
+        root / "docs" / "configuration.md": render_markdown(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
