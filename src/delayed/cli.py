@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from .cli_common import fail, load_config, with_config
+from .contrib.django.setup import setup_if_configured
 from .db import get_engine, redact
 from .errors import DelayedError
 from .jobs_cli import jobs_group
@@ -108,6 +109,10 @@ def work(
         "sleep_delay": sleep_delay,
         "read_ahead": read_ahead,
     }
+    try:  # Django (when DJANGO_SETTINGS_MODULE is set) before `require` may import its models
+        setup_if_configured()
+    except DelayedError as exc:
+        fail(str(exc))
     config = load_config(config_file, overrides, require)
     if config.section("tracing")["enabled"]:
         from .tracing import instrument_from_config

@@ -84,6 +84,11 @@ def insert_rows(rows: list[dict[str, Any]], using: Any = None) -> list[int]:
         from .psycopg_insert import insert_psycopg
 
         return insert_psycopg(using, rows)
+    from .django_insert import insert_django, is_django_connection
+
+    if is_django_connection(using):
+        return insert_django(using, rows)
     raise TypeError(
-        f"using= takes a SQLAlchemy Connection or Session, or a psycopg Connection; got {type(using)!r}"
+        "using= takes a SQLAlchemy Connection or Session, a psycopg Connection or a Django "
+        f"database connection; got {type(using)!r}"
     )
