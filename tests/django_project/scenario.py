@@ -102,6 +102,45 @@ def step_result(result_id: str, backend: str = "default") -> dict[str, Any]:
     return out
 
 
+def step_observed(number: str) -> dict[str, Any]:
+    """place_order with pydelayed's enqueue event subscribed and, when the SDK is here, tracing on.
+
+    Shows a Django enqueue takes pydelayed's own enqueue path: the `delayed.job.enqueue` event
+    (StatsD counts from it), the PRODUCER span, and the trace context written into the handler.
+    """
+    from delayed import events
+
+    seen: list[dict[str, Any]] = []
+    events.subscribe("delayed.job.enqueue", lambda e: seen.append({"jobs": e.payload["jobs"], **e.payload}))
+    spans: list[Any] = []
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        import delayed.tracing
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        delayed.tracing.instrument(tracer_provider=provider)
+    except ImportError:
+        exporter = None
+    order, result = place_order(number)
+    if exporter is not None:
+        spans = [{"name": s.name, "kind": s.kind.name} for s in exporter.get_finished_spans()]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT handler FROM delayed_jobs WHERE id = %s", [int(result.id)])
+        handler = json.loads(cursor.fetchone()[0])
+    return {
+        "result_id": result.id,
+        "events": [{"jobs": e["jobs"], "ids": [str(i) for i in e.get("ids", [])]} for e in seen],
+        "spans": spans,
+        "traced": exporter is not None,
+        "handler_keys": sorted(handler),
+    }
+
+
 def step_orders() -> dict[str, Any]:
     return {"orders": {o.number: o.processed for o in Order.objects.order_by("pk")}}
 

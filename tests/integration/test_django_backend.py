@@ -369,3 +369,15 @@ def test_supervisor_children_set_django_up(project: Project) -> None:
     text = log.read_text()
     assert text.count("Django set up from djproject.settings") >= 2, text[-3000:]
     assert len(placed) == 3
+
+
+# ----------------------------------------------------------------------------- observability
+def test_django_enqueue_takes_pydelayeds_enqueue_path(project: Project) -> None:
+    """Events (and so StatsD) and tracing see a Django enqueue like any pydelayed enqueue."""
+    out = project.run("observed", "O-1")
+    assert out["events"] == [{"jobs": ["shop.tasks.process_order"], "ids": [out["result_id"]]}]
+    if project.interpreter == "host":  # the test extra brings the OpenTelemetry SDK here
+        assert out["traced"], "opentelemetry-sdk is missing for the host interpreter"
+    if out["traced"]:
+        assert {"name": "default publish", "kind": "PRODUCER"} in out["spans"], out["spans"]
+        assert "trace" in out["handler_keys"]
