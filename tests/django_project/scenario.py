@@ -126,7 +126,7 @@ def step_observed(number: str) -> dict[str, Any]:
         delayed.tracing.instrument(tracer_provider=provider)
     except ImportError:
         exporter = None
-    order, result = place_order(number)
+    _order, result = place_order(number)
     if exporter is not None:
         spans = [{"name": s.name, "kind": s.kind.name} for s in exporter.get_finished_spans()]
     with connection.cursor() as cursor:

@@ -22,8 +22,6 @@ from ...timeutil import to_naive_utc
 from .compat import TaskError, TaskResult, TaskResultDoesNotExist, TaskResultStatus
 from .jobs import TaskJob, django_datetime, worker_ids
 
-_TRACEBACK_LAST = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
-
 
 def to_naive(value: Any) -> datetime | None:
     """A timestamp column as naive UTC, whichever form the driver returned it in."""
@@ -151,14 +149,17 @@ def _error(last_error: str) -> Any:
     The class's import path is read from the traceback's final line, which Python writes as
     `module.Class: message` (just `Class` for builtins).
     """
-    head, _, body = last_error.partition("\n")
-    lines = [line for line in (body or head).splitlines() if line and not line[0].isspace()]
-    path = head.split(":", 1)[0]
-    for line in reversed(lines):
-        match = _TRACEBACK_LAST.match(line)
-        if match and not line.startswith("Traceback"):
+    qualname = last_error.split("\n", 1)[0].split(":", 1)[0].strip()
+    start = last_error.find("Traceback (most recent call last):")
+    body = last_error[start:] if start >= 0 else last_error  # the message itself may span lines
+    # The final exception's line: `<module>.<qualname>: message`, or the qualname alone.
+    final = re.compile(rf"^((?:[A-Za-z_][\w]*\.)*{re.escape(qualname)})(?::|$)")
+    path = qualname
+    for line in reversed(body.splitlines()):
+        match = final.match(line)
+        if match:
             path = match.group(1)
             break
     if "." not in path:
         path = f"builtins.{path}"
-    return TaskError(exception_class_path=path, traceback=body or last_error)
+    return TaskError(exception_class_path=path, traceback=body)
