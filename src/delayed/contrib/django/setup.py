@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from ...errors import ConfigError
 
@@ -38,6 +39,9 @@ def setup_if_configured() -> bool:
             f"DJANGO_SETTINGS_MODULE is set ({os.environ['DJANGO_SETTINGS_MODULE']!r}) but Django "
             f"cannot be imported ({exc}); install Django or unset DJANGO_SETTINGS_MODULE"
         ) from None
+    cwd = os.getcwd()  # the project directory is importable, as `require` modules are (loader.py)
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     _forget_inherited_connections()
     try:
         django.setup()
@@ -62,8 +66,6 @@ _inherited: list[object] = []
 
 def _forget_inherited_connections() -> None:
     """Detach Django connections made before this point (by a parent) without closing them."""
-    import sys
-
     if "django.db" not in sys.modules:
         return
     from django.db import connections
