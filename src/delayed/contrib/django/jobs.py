@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ...job import Job, registered_jobs
 from .compat import (
     InvalidTask,
-    Task,
     TaskContext,
     TaskError,
     TaskResult,
@@ -155,7 +154,3 @@ def worker_ids(attempts: int, locked_by: str | None, running: bool) -> list[str]
     if running:
         ids.append(locked_by or "")
     return ids
-
-
-def is_task(obj: Any) -> bool:
-    return isinstance(obj, Task)
