@@ -33,6 +33,7 @@ from typing import Any
 
 from . import events, statsd
 from .config import Config, set_config
+from .contrib.django.setup import setup_if_configured
 from .record import JobRecord
 
 log = logging.getLogger("delayed.supervisor")
@@ -201,6 +202,7 @@ def run_child(spec: ChildSpec) -> int:
     statsd.install(spec.config)  # this process's own socket: job timings, monitor gauges
     heartbeat.start()
     try:
+        setup_if_configured()  # Django, in this process after the fork (its own connections)
         if spec.on_worker_boot is not None:
             spec.on_worker_boot()
         if spec.kind == "worker" and spec.config.tracing.enabled:
