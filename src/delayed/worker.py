@@ -87,12 +87,16 @@ class JobThreads:
                 thread.join()
 
 
-def default_worker_name() -> str:
-    """`host:<hostname> pid:<pid>`, as the Ruby gem names workers (read after any fork)."""
+def default_worker_name(pid: int | None = None) -> str:
+    """`host:<hostname> pid:<pid>`, as the Ruby gem names workers (read after any fork).
+
+    The supervisor passes a child's pid to know the name before the child reports it.
+    """
+    pid = os.getpid() if pid is None else pid
     try:
-        return f"host:{socket.gethostname()} pid:{os.getpid()}"
+        return f"host:{socket.gethostname()} pid:{pid}"
     except OSError:  # pragma: no cover - hostname lookup failing
-        return f"pid:{os.getpid()}"
+        return f"pid:{pid}"
 
 
 class Worker:
