@@ -41,7 +41,6 @@ from ..db import redact
 from ..errors import ConfigError
 from ..logs import reopen_log_files, setup_logging
 from ..worker import default_worker_name
-from . import protocol
 from .child import ENDINGS, Child, Ending, Reason, State, describe_status, exited_cleanly
 from .child_process import ChildSpec, run_child, set_title
 from .pools import CRASH_WINDOW, PoolState
@@ -203,24 +202,9 @@ class Supervisor:
                 child.eof = True
                 return
             child.last_seen = time.monotonic()
-            for report in child.decoder.feed(data):
-                self._on_report(child, report)
+            child.feed(data)
             if not until_eof:
                 return
-
-    def _on_report(self, child: Child, report: protocol.Decoded) -> None:
-        if isinstance(report, protocol.Heartbeat):
-            child.busy = report.busy
-        elif isinstance(report, protocol.Started):
-            child.on_started(report)
-        elif isinstance(report, protocol.Ended):
-            child.on_ended(report.job_id)
-        elif isinstance(report, protocol.Booted):
-            child.on_booted(report.worker)
-        elif isinstance(report, protocol.Malformed):
-            log.warning("malformed report from child %d: %r", child.pid, report.line)
-        else:
-            log.debug("unknown report from child %d: %r", child.pid, report.line)
 
     # -- signals ---------------------------------------------------------------------------
     def handle_signals(self) -> None:

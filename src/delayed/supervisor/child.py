@@ -25,6 +25,7 @@ happens to the jobs it still held (design.md "Decisions"):
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import signal
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from ..config import Config
 from . import protocol
 from .pools import CRASH_WINDOW, PoolState
 from .reclaim import Reclaim
+
+log = logging.getLogger("delayed.supervisor")
 
 
 class State(enum.Enum):
@@ -170,6 +173,22 @@ class Child:
         return not self.booted or (self.done == 0 and now - self.spawned_at < CRASH_WINDOW)
 
     # -- reports ---------------------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        """Apply the reports in `data`, bytes read from its pipe (a line may be cut anywhere)."""
+        for report in self.decoder.feed(data):
+            if isinstance(report, protocol.Heartbeat):
+                self.busy = report.busy
+            elif isinstance(report, protocol.Started):
+                self.on_started(report)
+            elif isinstance(report, protocol.Ended):
+                self.on_ended(report.job_id)
+            elif isinstance(report, protocol.Booted):
+                self.on_booted(report.worker)
+            elif isinstance(report, protocol.Malformed):
+                log.warning("malformed report from child %d: %r", self.pid, report.line)
+            else:
+                log.debug("unknown report from child %d: %r", self.pid, report.line)
+
     def on_booted(self, worker: str) -> None:
         self.booted = True
         if self.state is State.BOOTING:
