@@ -43,9 +43,15 @@ class SqliteJobs:
             return int(conn.execute(self.table.insert().values(**values)).inserted_primary_key[0])
 
     def row(self, job_id: int) -> dict[str, Any]:
+        found = self.maybe_row(job_id)
+        assert found is not None, f"row {job_id} is gone"
+        return found
+
+    def maybe_row(self, job_id: int) -> dict[str, Any] | None:
+        """The row, or None when it was deleted."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.table).where(self.table.c.id == job_id)).mappings().one()
-        return dict(row)
+            row = conn.execute(sa.select(self.table).where(self.table.c.id == job_id)).mappings().first()
+        return None if row is None else dict(row)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ test queues. Rows live in SQLite, so reclaims are real writes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -129,15 +130,24 @@ def fake() -> Iterator[FakeProcesses]:
     processes.close()
 
 
+@contextlib.contextmanager
+def supervising(path: Path, fake: FakeProcesses) -> Iterator[Supervisor]:
+    """A Supervisor on the file at `path` with fake processes; its pipes closed afterwards."""
+    supervisor = Supervisor(load_settings(str(path), environ={}), RecordingNotifier(), fake)
+    try:
+        yield supervisor
+    finally:
+        for child in supervisor.children.values():
+            os.close(child.fd)
+        supervisor.reclaimer.dispose()
+        os.close(supervisor.wake_r)
+        os.close(supervisor.wake_w)
+
+
 @pytest.fixture
 def sup(toml: Path, fake: FakeProcesses) -> Iterator[Supervisor]:
-    supervisor = Supervisor(load_settings(str(toml), environ={}), RecordingNotifier(), fake)
-    yield supervisor
-    for child in supervisor.children.values():
-        os.close(child.fd)
-    supervisor.reclaimer.dispose()
-    os.close(supervisor.wake_r)
-    os.close(supervisor.wake_w)
+    with supervising(toml, fake) as supervisor:
+        yield supervisor
 
 
 def boot(sup: Supervisor, fake: FakeProcesses, now: float) -> list[Child]:
@@ -230,6 +240,45 @@ def test_a_child_killed_from_outside_is_replaced_and_its_jobs_count_an_attempt(
     assert len(sup.children) == WORKERS and victim.pid not in sup.children
 
 
+@pytest.mark.parametrize("destroy", [False, True], ids=["keep_failed", "destroy_failed_jobs"])
+def test_a_crash_charges_only_the_jobs_the_child_reported_started(
+    tmp_path: Path, fake: FakeProcesses, jobs: SqliteJobs, sup_events: list[Any], destroy: bool
+) -> None:
+    """Issue 11 item 4: with max_attempts = 1, a row that never ran must not be failed (or deleted)."""
+    strict = f"[delayed]\nmax_attempts = 1\ndestroy_failed_jobs = {str(destroy).lower()}\n"
+    path = tmp_path / "strict.toml"
+    path.write_text(TOML.format(url=jobs.url, workers=1).replace("[delayed]\n", strict))
+    with supervising(path, fake) as sup:
+        start = time.monotonic()
+        [child] = boot(sup, fake, start)
+        running, finished, unstarted = jobs.add(child.name), jobs.add(child.name), jobs.add(child.name)
+        fake.say(
+            child.pid,
+            protocol.Started(running, start, 60.0, "t1"),
+            protocol.Started(finished, start, 60.0, "t2"),
+            protocol.Ended(finished),  # its delete still queued in the child's completer
+        )  # `unstarted`: claimed in the same statement, no thread had started it
+        sup._read_child(child)
+        fake.die(child.pid, signal.SIGKILL)
+        sup.reap(start + CRASH_WINDOW + 1)
+        if destroy:
+            assert jobs.maybe_row(running) is None, "the job that was running used its only attempt"
+        else:
+            row = jobs.row(running)
+            assert (row["attempts"], row["failed_at"] is not None) == (1, True)
+            assert "was killed by signal SIGKILL while running this job" in row["last_error"]
+        for job_id in (finished, unstarted):
+            row = jobs.row(job_id)  # neither failed nor deleted: released to run (again)
+            assert (row["attempts"], row["failed_at"], row["locked_by"], row["last_error"]) == (
+                0,
+                None,
+                None,
+                None,
+            )
+        [event] = names(sup_events, "locks_reclaimed")
+        assert (event["count"], event["attempted"], event["released"]) == (3, 1, 2)
+
+
 def test_a_job_past_max_run_time_drains_its_child_then_kills_it_after_the_grace(
     sup: Supervisor, fake: FakeProcesses, jobs: SqliteJobs, sup_events: list[Any]
 ) -> None:
@@ -276,12 +325,14 @@ def test_a_job_that_ends_within_the_grace_saves_its_child_from_the_kill(
     assert child.state is State.DRAINING and fake.signals_to(child.pid) == [signal.SIGTERM]
 
 
-def test_a_silent_child_is_killed_and_its_jobs_count_an_attempt(
+def test_a_silent_child_is_killed_and_its_started_jobs_count_an_attempt(
     sup: Supervisor, fake: FakeProcesses, jobs: SqliteJobs
 ) -> None:
     now = time.monotonic()
     child, _ = boot(sup, fake, now)
-    held = jobs.add(child.name)
+    held, unstarted = jobs.add(child.name), jobs.add(child.name)
+    fake.say(child.pid, protocol.Started(held, now, 60.0, "t1"))
+    sup._read_child(child)
     sup.murder(now + 19)
     assert fake.signals_to(child.pid) == []
     child.last_seen = now
@@ -290,6 +341,7 @@ def test_a_silent_child_is_killed_and_its_jobs_count_an_attempt(
     sup.reap(now + 21)
     assert jobs.row(held)["attempts"] == 1
     assert "sent no heartbeat for 20 s and was killed" in jobs.row(held)["last_error"]
+    assert (jobs.row(unstarted)["attempts"], jobs.row(unstarted)["locked_by"]) == (0, None)
 
 
 def test_a_killed_child_that_is_never_reaped_is_forgotten(

@@ -47,13 +47,14 @@ def config() -> Config:
     return build_config(None, environ={})
 
 
-def test_an_unexplained_death_counts_an_attempt_on_every_row(config: Config) -> None:
-    request = Reclaim(9, "host:h pid:9", config, attempt_all="worker process 9 died")
-    writes = plan([record(1), record(2, attempts=3)], request, now=NOW)
-    assert writes.release == []
+def test_the_named_rows_count_an_attempt_and_the_others_are_released(config: Config) -> None:
+    died = "worker process 9 died"
+    request = Reclaim(9, "host:h pid:9", config, attempt={1: died, 2: died})
+    writes = plan([record(1), record(2, attempts=3), record(3, attempts=2)], request, now=NOW)
+    assert writes.release == [3], "a row the child never reported started loses no attempt"
     assert [(o.kind, o.id, o.attempts, o.last_error) for o in writes.outcomes] == [
-        ("retry", 1, 1, "worker process 9 died"),
-        ("retry", 2, 4, "worker process 9 died"),
+        ("retry", 1, 1, died),
+        ("retry", 2, 4, died),
     ]
     # The retry policy is the worker's: n**4 + 5 seconds after the n-th failure.
     assert writes.outcomes[1].run_at == NOW + timedelta(seconds=4**4 + 5)
@@ -67,7 +68,7 @@ def test_a_max_run_time_kill_counts_only_the_overdue_rows(config: Config) -> Non
 
 
 def test_a_later_look_only_releases(config: Config) -> None:
-    request = Reclaim(9, "host:h pid:9", config, attempt_all="died", recheck=True)
+    request = Reclaim(9, "host:h pid:9", config, attempt={1: "died", 2: "died"}, recheck=True)
     writes = plan([record(1), record(2)], request, now=NOW)
     assert (writes.outcomes, writes.release) == ([], [1, 2])
 
@@ -78,21 +79,26 @@ def test_a_drained_child_releases_everything(config: Config) -> None:
 
 
 def test_the_last_attempt_fails_the_job_by_its_class_or_the_config(config: Config) -> None:
-    request = Reclaim(9, "w", config, attempt_all="died")
+    request = Reclaim(9, "w", config, attempt={1: "died", 2: "died"})
     by_class = plan([record(1, attempts=1, name=TwiceOnly.job_name)], request, now=NOW).outcomes[0]
     assert (by_class.kind, by_class.attempts, by_class.run_at) == ("fail", 2, None)
     last = config.max_attempts - 1
     by_config = plan([record(2, attempts=last)], request, now=NOW).outcomes[0]
     assert (by_config.kind, by_config.attempts) == ("fail", config.max_attempts)
     destroying = config.replace(destroy_failed_jobs=True)
-    gone = plan([record(3, attempts=last)], Reclaim(9, "w", destroying, attempt_all="x"), now=NOW)
+    gone = plan([record(3, attempts=last)], Reclaim(9, "w", destroying, attempt={3: "x"}), now=NOW)
     assert gone.outcomes[0].kind == "delete"
 
 
-def _child(config: Config, killed: list[RunningJob] = ()) -> Child:  # type: ignore[assignment]
+def _child(
+    config: Config,
+    killed: list[RunningJob] = (),  # type: ignore[assignment]
+    running: list[RunningJob] = (),  # type: ignore[assignment]
+) -> Child:
     pool = PoolState.of(Pool("default", 1, 2))
     child = Child(9, pool, config, fd=-1, spawned_at=0.0, name="host:h pid:9", last_seen=0.0)
     child.killed_jobs = {job.id: job for job in killed}
+    child.jobs = {job.id: job for job in running}
     return child
 
 
@@ -103,28 +109,34 @@ def test_every_reason_has_an_ending() -> None:
     assert set(ENDINGS) == set(Reason)
 
 
+CRASH = f"{WHO} was killed by signal SIGKILL while running this job"
+SILENT = f"{WHO} sent no heartbeat for 30 s and was killed while running this job"
+
+
 @pytest.mark.parametrize(
-    ("reason", "attempt_all", "attempt"),
+    ("reason", "fate", "attempt"),
     [
-        (Reason.CRASHED, f"{WHO} was killed by signal SIGKILL while running this job", {}),
-        (Reason.HEARTBEAT, f"{WHO} sent no heartbeat for 30 s and was killed while running this job", {}),
-        (Reason.MAX_RUN_TIME, None, {7: "max_run_time of 2.5 s exceeded"}),
+        # Only the jobs it reported started and not ended (5, 6): never 7, its overdue one
+        # that ended in the meantime, nor a row it claimed without starting it.
+        (Reason.CRASHED, Fate.ATTEMPT_STARTED, {5: CRASH, 6: CRASH}),
+        (Reason.HEARTBEAT, Fate.ATTEMPT_STARTED, {5: SILENT, 6: SILENT}),
+        (Reason.MAX_RUN_TIME, Fate.ATTEMPT_OVERDUE, {7: "max_run_time of 2.5 s exceeded"}),
         *[
-            (reason, None, {})
+            (reason, Fate.RELEASE, {})
             for reason in Reason
             if reason not in (Reason.CRASHED, Reason.HEARTBEAT, Reason.MAX_RUN_TIME)
         ],
     ],
 )
 def test_the_reason_a_child_ended_decides_its_jobs_fate(
-    config: Config, reason: Reason, attempt_all: str | None, attempt: dict[int, str]
+    config: Config, reason: Reason, fate: Fate, attempt: dict[int, str]
 ) -> None:
-    child = _child(config, killed=[RunningJob(7, 0.0, 2.5, "t")])
+    running = [RunningJob(5, 0.0, 60.0, "t1"), RunningJob(6, 0.0, 60.0, "t2")]
+    child = _child(config, killed=[RunningJob(7, 0.0, 2.5, "t")], running=running)
     request = child.reclaim(reason, "was killed by signal SIGKILL", heartbeat_timeout=30.0)
     assert (request.pid, request.worker, request.config) == (9, "host:h pid:9", config)
-    assert (request.attempt_all, request.attempt) == (attempt_all, attempt)
-    expected = Fate.ATTEMPT_ALL if attempt_all else Fate.ATTEMPT_OVERDUE if attempt else Fate.RELEASE
-    assert ENDINGS[reason].fate is expected
+    assert request.attempt == attempt
+    assert ENDINGS[reason].fate is fate
 
 
 def test_exit_reason_follows_the_state(config: Config) -> None:
@@ -171,7 +183,7 @@ def test_a_reclaim_the_database_refuses_is_kept_and_retried(tmp_path: Path, jobs
     broken = build_config(None, environ={"DELAYED_DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir.db"})
     row = jobs.add("host:h pid:9")
     reclaimer = Reclaimer()
-    request = Reclaim(9, "host:h pid:9", broken, attempt_all="died")
+    request = Reclaim(9, "host:h pid:9", broken, attempt={row: "died"})
     reclaimer.submit(request, recheck=False)
     assert reclaimer.pending == [request] and request.tries == 1 and request.next_try > 0
     request.config = config  # the database is back

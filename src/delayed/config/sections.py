@@ -219,7 +219,8 @@ class SupervisorSettings:
         30.0,
         v.duration(positive=True),
         "Children report a heartbeat every second; one silent for this long is killed and replaced, "
-        "and the jobs it held count a failed attempt.",
+        "and the jobs it was running count a failed attempt (rows it had claimed but not started "
+        "are released).",
     )
     max_run_time_grace: float = setting(
         2.0,

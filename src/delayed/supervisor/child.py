@@ -17,9 +17,15 @@ happens to the jobs it still held (design.md "Decisions"):
 - it exited after a drain we asked for: leftover locks (normally none) are released;
 - it was killed for max_run_time: the overdue job counts a failed attempt with last_error
   "max_run_time of N s exceeded"; its other jobs are released without losing an attempt;
-- it died unexplained (crash, OOM, SIGKILL from outside) or stopped heartbeating: every
-  job it held counts an attempt, with a last_error naming the signal or exit status, so a
-  job that kills its process cannot retry forever.
+- it died unexplained (crash, OOM, SIGKILL from outside) or stopped heartbeating: each job
+  it reported started and not ended counts an attempt, with a last_error naming the signal
+  or exit status, so a job that kills its process cannot retry forever.
+
+Only what the child reported counts, because only that is known to have run: a row it
+claimed but never started, and a job it reported ended whose outcome was still queued in
+its completer, are released with attempts unchanged. The latter runs again although it
+ran once (at least once allows that; counting an attempt instead could fail or, with
+destroy_failed_jobs, delete a job for an error it never had).
 """
 
 from __future__ import annotations
@@ -52,9 +58,9 @@ LIVE = (State.BOOTING, State.RUNNING)
 class Reason(enum.StrEnum):
     """Why a child drains, was killed, or ended (the `reason` of delayed.supervisor.child_exited)."""
 
-    CRASHED = "crashed"  # died on its own: signal or non-zero status (attempts + 1 on its jobs)
+    CRASHED = "crashed"  # died on its own: signal or non-zero status (attempts + 1 on its started jobs)
     EXITED = "exited"  # exited 0 without being asked
-    HEARTBEAT = "heartbeat"  # killed: no heartbeat for heartbeat_timeout (attempts + 1)
+    HEARTBEAT = "heartbeat"  # killed: no heartbeat for heartbeat_timeout (attempts + 1 on started jobs)
     MAX_RUN_TIME = "max_run_time"  # a job passed its max_run_time (+ grace)
     MEMORY = "memory"  # drained: RSS over max_memory_mb
     RELOAD = "reload"  # drained: replaced after HUP
@@ -69,7 +75,9 @@ class Fate(enum.Enum):
     """What happens to the jobs a child still held when it ended."""
 
     RELEASE = "release"  # run again, no attempt lost
-    ATTEMPT_ALL = "attempt_all"  # each counts a failed attempt, last_error saying how it died
+    # The jobs it reported started and not ended count a failed attempt (last_error saying how
+    # it died); the others (claimed but not started, or ended with the outcome unwritten) are released.
+    ATTEMPT_STARTED = "attempt_started"
     ATTEMPT_OVERDUE = "attempt_overdue"  # the overdue ones count an attempt; the others are released
 
 
@@ -78,18 +86,18 @@ class Ending:
     fate: Fate
     warn: bool = False  # logged as a warning (else info: we asked for it)
     unexplained: bool = False  # may be part of a crash loop (when it happened early)
-    last_error: str = ""  # for ATTEMPT_ALL: formatted with pid, name, how, heartbeat_timeout
+    last_error: str = ""  # for ATTEMPT_STARTED: formatted with pid, name, how, heartbeat_timeout
 
 
 ENDINGS: dict[Reason, Ending] = {
     Reason.CRASHED: Ending(
-        Fate.ATTEMPT_ALL,
+        Fate.ATTEMPT_STARTED,
         warn=True,
         unexplained=True,
         last_error="worker process {pid} ({name}) {how} while running this job",
     ),
     Reason.HEARTBEAT: Ending(
-        Fate.ATTEMPT_ALL,
+        Fate.ATTEMPT_STARTED,
         warn=True,
         last_error="worker process {pid} ({name}) sent no heartbeat for {heartbeat_timeout:g} s "
         "and was killed while running this job",
@@ -130,7 +138,7 @@ class Child:
     busy: int = 0
     done: int = 0  # jobs it reported finished
     decoder: protocol.Decoder = field(default_factory=protocol.Decoder)
-    jobs: dict[int, RunningJob] = field(default_factory=dict)
+    jobs: dict[int, RunningJob] = field(default_factory=dict)  # reported started, not yet ended
     overdue: dict[int, RunningJob] = field(default_factory=dict)
     term_deadline: float = float("inf")  # once draining: SIGKILL after this
     killed_at: float | None = None
@@ -209,13 +217,19 @@ class Child:
 
     # -- the end ---------------------------------------------------------------------------
     def reclaim(self, reason: Reason, how: str, heartbeat_timeout: float) -> Reclaim:
-        """What the master does with the rows it still holds (ENDINGS[reason].fate)."""
+        """What the master does with the rows it still holds (ENDINGS[reason].fate).
+
+        Only the jobs named in `attempt` count an attempt: those the child reported started
+        and not ended (a crash, a stale heartbeat) or the overdue ones (max_run_time). The
+        master never charges a row it does not know ran; `reclaim.plan` releases the rest.
+        """
         request = Reclaim(self.pid, self.name, self.config)
         ending = ENDINGS[reason]
-        if ending.fate is Fate.ATTEMPT_ALL:
-            request.attempt_all = ending.last_error.format(
+        if ending.fate is Fate.ATTEMPT_STARTED:
+            error = ending.last_error.format(
                 pid=self.pid, name=self.name, how=how, heartbeat_timeout=heartbeat_timeout
             )
+            request.attempt = dict.fromkeys(self.jobs, error)
         elif ending.fate is Fate.ATTEMPT_OVERDUE:
             request.attempt = {
                 job.id: f"max_run_time of {job.max_run_time:g} s exceeded"

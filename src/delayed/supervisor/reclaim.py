@@ -1,11 +1,14 @@
 """Giving back the rows a dead child still had locked.
 
 A child that ends may leave rows locked with its name: a drained one normally none, a
-killed or crashed one the jobs it was running. The master looks them up (in the child's
-database: after a HUP it may differ from the master's current one) and, for each row,
-either counts a failed attempt with a last_error saying what happened, or releases it to
-run again without losing an attempt. Which rows get which is `plan`, a pure function of
-the rows and the `Reclaim` request; the retry policy is `delayed.retry`'s, the worker's.
+killed or crashed one the jobs it was running, those it had claimed but not started yet,
+and those whose outcome its completer had not written yet. The master looks them up (in
+the child's database: after a HUP it may differ from the master's current one) and, for
+each row, either counts a failed attempt with a last_error saying what happened, or
+releases it to run again without losing an attempt. Which rows get which is `plan`, a
+pure function of the rows and the `Reclaim` request: only the ids the request names
+(jobs the child reported started, see child.py) count an attempt. The retry policy is
+`delayed.retry`'s, the worker's.
 
 A claim the child sent just before it died can still commit on the server after the
 master's first look: `Reclaimer.submit` schedules later looks (RECHECK_DELAYS) that
@@ -48,8 +51,9 @@ class Reclaim:
     pid: int
     worker: str
     config: Config  # the child's: after a HUP it may differ from the master's current one
-    attempt_all: str | None = None  # last_error for every row (unexplained death)
-    attempt: dict[int, str] = field(default_factory=dict)  # last_error for these ids
+    # last_error for the rows that count an attempt (the jobs known to have run); every other
+    # row is released, attempts unchanged.
+    attempt: dict[int, str] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
     next_try: float = 0.0
     tries: int = 0
@@ -67,14 +71,16 @@ class Plan:
 def plan(rows: Sequence[JobRecord], request: Reclaim, now: datetime | None = None) -> Plan:
     """Which rows count a failed attempt (retry or fail, by the retry policy), which are released.
 
-    A later look (`recheck`) only releases: those rows were claimed as the child died and
-    never ran. Otherwise a row counts an attempt when the request names an error for every
-    row (`attempt_all`) or for its id (`attempt`, the overdue jobs of a max_run_time kill).
+    A row counts an attempt only when the request names an error for its id (`attempt`:
+    the jobs the child reported started and not ended, or the overdue ones of a max_run_time
+    kill). Every other row is released with its attempts unchanged: claimed but never
+    started, or run with its outcome still unwritten (it runs again: at least once). A
+    later look (`recheck`) only releases: those rows were claimed as the child died.
     """
     outcomes: list[Outcome] = []
     release: list[int] = []
     for row in rows:
-        error = None if request.recheck else request.attempt_all or request.attempt.get(row.id)
+        error = None if request.recheck else request.attempt.get(row.id)
         if error:
             outcomes.append(failure_outcome(row, error, request.config, now=now))
         else:
