@@ -27,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 
 from delayed import systemd
-from tests.helpers import TESTS, render_toml, subprocess_env, wait_for
+from tests.helpers import TESTS, render_toml, run_delayed, subprocess_env, wait_for
 from tests.jobs.supervisor_jobs import RUNS_DDL, Crash, Hang, Hog, Run
 
 pytestmark = pytest.mark.slow
@@ -448,6 +448,7 @@ BAD_FILES = [
     ("[delayed]\nmax_run_time = 0\n", ["[delayed] max_run_time"]),
     ('[delayed]\nrequire = ["no_such_module_xyz"]\n', ["no_such_module_xyz"]),
     ("[supervisor\nworkers = 2\n", ["not valid TOML"]),
+    ("[supervisor]\nmax_run_time_grace = 30\n", ["[supervisor] max_run_time_grace", "must be below 20 s"]),
 ]
 
 
@@ -469,6 +470,19 @@ def test_a_bad_config_file_exits_2_naming_the_file_and_key(
     assert str(path) in result.stderr or "no_such_module" in body
     for text in expected:
         assert text in result.stderr, result.stderr
+
+
+def test_check_refuses_a_grace_that_outlives_the_lock(tmp_path: Path) -> None:
+    """Issue 11 item 5: `delayed supervise --check` exits 2 naming the key and the bound."""
+    path = tmp_path / "grace.toml"
+    path.write_text("[supervisor]\nmax_run_time_grace = 25\n")
+    result = run_delayed("supervise", "--check", "-c", str(path), env=subprocess_env(None))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (
+        f"{path}: [supervisor] max_run_time_grace: 25 s is too long; it must be below 20 s" in result.stderr
+    )
+    path.write_text("[supervisor]\nmax_run_time_grace = 19\n")
+    assert run_delayed("supervise", "--check", "-c", str(path), env=subprocess_env(None)).returncode == 0
 
 
 def test_a_missing_config_file_exits_2(tmp_path: Path) -> None:

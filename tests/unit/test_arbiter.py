@@ -410,6 +410,22 @@ def test_hup_starts_children_with_the_new_file_then_drains_the_old(
     assert sup.settings.pools[0].workers == 3 and len(sup.children) == 5
 
 
+def test_hup_to_a_grace_past_the_bound_keeps_the_running_config(
+    sup: Supervisor, fake: FakeProcesses, toml: Path, jobs: SqliteJobs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 item 5: a reload may not bring a grace that lets a lock expire before its kill."""
+    running = boot(sup, fake, time.monotonic())
+    toml.write_text(
+        TOML.format(url=jobs.url, workers=3).replace("max_run_time_grace = 2", "max_run_time_grace = 20")
+    )
+    with caplog.at_level(logging.ERROR, logger="delayed.supervisor"):
+        sup.handle_hup()
+    assert sup.settings.max_run_time_grace == 2 and sup.settings.pools[0].workers == WORKERS
+    assert list(sup.children.values()) == running and all(c.state is State.RUNNING for c in running)
+    assert "reload failed, keeping the running configuration" in caplog.text
+    assert "[supervisor] max_run_time_grace: 20 s is too long; it must be below 20 s" in caplog.text
+
+
 def test_ttin_and_ttou_move_the_first_pool_by_one(sup: Supervisor, fake: FakeProcesses) -> None:
     now = time.monotonic()
     boot(sup, fake, now)

@@ -10,6 +10,7 @@ import pytest
 
 from delayed.errors import ConfigError
 from delayed.supervisor import describe_status, load_settings
+from delayed.supervisor.settings import MAX_RUN_TIME_GRACE_LIMIT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,6 +83,28 @@ def test_errors_name_the_file_and_key(tmp_path: Path) -> None:
     path.write_text('[supervisor]\nlog_level = "LOUD"\n')
     with pytest.raises(ConfigError, match=r"\[supervisor\] log_level: expected a log level"):
         load_settings(str(path), environ={})
+
+
+@pytest.mark.parametrize("grace", ["20", "25", '"1m"'])
+def test_a_grace_that_lets_the_lock_expire_before_the_kill_is_refused(tmp_path: Path, grace: str) -> None:
+    """Issue 11 item 5: the lock expires 30 s after max_run_time; the kill needs the last 10 s."""
+    path = tmp_path / "d.toml"
+    path.write_text(f"[supervisor]\nmax_run_time_grace = {grace}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path), environ={})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: [supervisor] max_run_time_grace: ")
+    assert "must be below 20 s" in message and "lock expires 30 s after its max_run_time" in message
+    env = {"DELAYED_SUPERVISOR_MAX_RUN_TIME_GRACE": grace.strip('"')}
+    with pytest.raises(ConfigError, match=r"max_run_time_grace: .* must be below 20 s"):
+        load_settings(None, environ=env)
+
+
+def test_a_grace_just_below_the_bound_is_accepted(tmp_path: Path) -> None:
+    assert MAX_RUN_TIME_GRACE_LIMIT == 20.0
+    path = tmp_path / "d.toml"
+    path.write_text("[supervisor]\nmax_run_time_grace = 19.5\n")
+    assert load_settings(str(path), environ={}).max_run_time_grace == 19.5
 
 
 def test_describe_status_names_signals_and_exit_codes() -> None:

@@ -227,7 +227,9 @@ class SupervisorSettings:
         v.duration(),
         "When a job passes its max_run_time its child stops claiming at once; after this many more "
         "seconds, if the job still runs, the child is killed: that job counts a failed attempt "
-        '("max_run_time of N s exceeded"), the child\'s other jobs are released.',
+        '("max_run_time of N s exceeded"), the child\'s other jobs are released. Must be below '
+        "20 s: the job's lock expires 30 s after its max_run_time, and the kill and the reclaim "
+        "need the last 10 s (a longer grace could let a second copy start beside the first).",
     )
     on_worker_boot: str | None = setting(
         None,

@@ -18,11 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config, PoolSettings, build_config
+from ..config import REENQUEUE_BUFFER, Config, PoolSettings, build_config
 from ..errors import ConfigError, DelayedError
 from ..loader import import_modules
 from ..priority import resolve as resolve_priority
 from ..tracing import check_available
+
+# A job's lock expires REENQUEUE_BUFFER (30 s) after its max_run_time; from then on another
+# worker may start it again. The master kills an overdue job's child max_run_time_grace after
+# its max_run_time, and the kill must land, and the reclaim count that job's attempt, before
+# the lock expires, or a second copy could start beside the first (and a job that always hangs
+# would never use up its attempts). KILL_MARGIN is what they get: the loop looks once a
+# second, and one reclaim try is bounded by its 10 s connect timeout. So the grace must stay
+# strictly below 30 - 10 = 20 s.
+KILL_MARGIN = 10.0
+MAX_RUN_TIME_GRACE_LIMIT = REENQUEUE_BUFFER - KILL_MARGIN
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ def load_settings(path: str | None, environ: dict[str, str] | None = None) -> Se
     config = build_config(path, environ=environ)
     pools = _pools(config)
     sup = config.supervisor
+    _check_grace(config)
     import_modules(config.require)
     tracing = config.tracing.enabled
     if tracing:
@@ -113,6 +124,18 @@ def _pools(config: Config) -> list[Pool]:
     if sup.monitor:
         pools.append(Pool("monitor", 1, 1, kind="monitor"))
     return pools
+
+
+def _check_grace(config: Config) -> None:
+    """Refuse a max_run_time_grace that would let the lock expire before the kill (see KILL_MARGIN)."""
+    grace = config.supervisor.max_run_time_grace
+    if grace >= MAX_RUN_TIME_GRACE_LIMIT:
+        raise ConfigError(
+            f"{config.source}: [supervisor] max_run_time_grace: {grace:g} s is too long; it must be "
+            f"below {MAX_RUN_TIME_GRACE_LIMIT:g} s: a job's lock expires {REENQUEUE_BUFFER:g} s after "
+            f"its max_run_time, and the master needs the last {KILL_MARGIN:g} s to kill the child and "
+            "reclaim the job before another worker may start it again"
+        )
 
 
 def _boot_hook(config: Config) -> Callable[[], Any] | None:
