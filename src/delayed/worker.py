@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import queue
+import secrets
 import select
 import signal
 import socket
@@ -43,6 +44,7 @@ from .schema import get_table
 
 log = logging.getLogger("delayed.worker")
 
+LOCKED_BY_LENGTH = 255  # the locked_by column (schema.py)
 GATHER = 0.002  # seconds a backlogged worker waits for more free threads before a claim
 _STOP_THREAD = None  # what a job thread takes from its queue to end
 
@@ -88,16 +90,21 @@ class JobThreads:
                 thread.join()
 
 
-def default_worker_name(pid: int | None = None) -> str:
-    """`host:<hostname> pid:<pid>`, as the Ruby gem names workers (read after any fork).
+def default_worker_name() -> str:
+    """`host:<hostname> pid:<pid> <8 hex digits>`: the Ruby gem's name and a random part.
 
-    The supervisor passes a child's pid to know the name before the child reports it.
+    The random part makes the name unique per process start: two containers with the same
+    hostname and their own pid namespaces give the same `host:... pid:...`, and a release by
+    name (the supervisor's reclaim, a worker's orphan release) would touch the other's live
+    locks. Made after any fork, in the process that works; a supervisor's child reports it
+    to its master, which never rebuilds it. Capped to fit `locked_by` (255 characters).
     """
-    pid = os.getpid() if pid is None else pid
+    tail = f" pid:{os.getpid()} {secrets.token_hex(4)}"
     try:
-        return f"host:{socket.gethostname()} pid:{pid}"
+        host = socket.gethostname()
     except OSError:  # pragma: no cover - hostname lookup failing
-        return f"pid:{pid}"
+        return tail.lstrip()
+    return f"host:{host[: LOCKED_BY_LENGTH - len(tail) - len('host:')]}{tail}"
 
 
 class Worker:

@@ -215,7 +215,10 @@ def test_sigkill_of_a_child_mid_job_replaces_it_and_loses_no_job(sups, pg) -> No
     assert tokens(pg, "start").count(victim_token) >= 2, "the killed job ran again"
     text = sup.log()
     assert f"child {victim} (pool default) was killed by signal SIGKILL" in text
-    assert re.search(rf"reclaimed \d+ job\(s\) of host:\S+ pid:{victim}\b", text), text
+    # The master reclaims under the name the child made (with its random part) and reported.
+    started = re.search(rf"Starting worker (host:\S+ pid:{victim} [0-9a-f]{{8}}):", text)
+    assert started is not None, text
+    assert re.search(rf"reclaimed \d+ job\(s\) of {re.escape(started[1])}: ", text), text
     sup.signal(signal.SIGTERM)
     assert sup.wait() == 0
     sup_events = read_events(events_file)
@@ -351,7 +354,9 @@ def test_a_job_past_its_max_run_time_gets_its_child_replaced(sups, pg) -> None:
     wait_for(lambda: pg.count() == 1, timeout=60)  # only the failed job is left
     text = sup.log()
     assert f"killing child {first} (pool default): max_run_time" in text
-    assert re.search(rf"reclaimed \d+ job\(s\) of host:\S+ pid:{first}: \d+ released, 1 counted", text)
+    assert re.search(
+        rf"reclaimed \d+ job\(s\) of host:\S+ pid:{first} [0-9a-f]{{8}}: \d+ released, 1 counted", text
+    )
     sup.signal(signal.SIGTERM)
     assert sup.wait() == 0
     sup_events = read_events(events_file)

@@ -1,6 +1,10 @@
-"""The supervisor's reclaim of a dead child's rows, on every database (supervisor/reclaim.py)."""
+"""The supervisor's reclaim of a dead child's rows, and the names rows are locked by, on every database."""
 
 from __future__ import annotations
+
+import os
+import re
+import socket
 
 import pytest
 
@@ -11,6 +15,7 @@ from delayed.supervisor.child import Child, Reason
 from delayed.supervisor.pools import PoolState
 from delayed.supervisor.reclaim import Reclaimer
 from delayed.supervisor.settings import Pool
+from delayed.worker import Worker, default_worker_name
 from tests.jobs.sample_jobs import Remember
 
 CHILD = "host:box pid:4242 0badcafe"
@@ -28,7 +33,7 @@ def test_only_the_started_job_counts_an_attempt(db, destroy: bool) -> None:
     running, ended, unstarted = ids
     # What the master heard: `running` started (not ended); `ended` ended, its delete still
     # queued in the child's completer; of `unstarted`, nothing (claimed, never started).
-    child = Child(4242, PoolState.of(Pool("default", 1, 3)), config, -1, 0.0, CHILD, last_seen=0.0)
+    child = Child(4242, PoolState.of(Pool("default", 1, 3)), config, -1, 0.0, last_seen=0.0, name=CHILD)
     child.feed(
         protocol.encode(
             protocol.Started(running, 1.0, 60.0, "t1"),
@@ -58,3 +63,37 @@ def test_only_the_started_job_counts_an_attempt(db, destroy: bool) -> None:
             None,
             None,
         )
+
+
+def test_same_host_and_pid_in_two_containers_never_touch_each_others_locks(db, monkeypatch) -> None:
+    """Issue 11 item 6: two containers, same hostname, own pid namespaces: still two names."""
+    with monkeypatch.context() as same:
+        same.setattr(socket, "gethostname", lambda: "web-7f9c")
+        same.setattr(os, "getpid", lambda: 1)
+        ours, theirs = default_worker_name(), default_worker_name()
+    assert ours != theirs
+    for name in (ours, theirs):
+        assert re.fullmatch(r"host:web-7f9c pid:1 [0-9a-f]{8}", name), name
+    config = delayed.get_config()
+    mine, other = delayed.enqueue_many([Remember.build("mine"), Remember.build("theirs")])
+    backend = backend_for(db.engine, db.table)
+    with backend.connect() as conn:
+        assert [r.id for r in backend.claim(conn, ours, 1, ClaimFilter(), config.lock_timeout, 5)] == [mine]
+        assert [r.id for r in backend.claim(conn, theirs, 1, ClaimFilter(), config.lock_timeout, 5)] == [
+            other
+        ]
+    # Our worker's release of rows it does not know it holds (after a failed pickup) ...
+    Worker(name=ours, config=config)._release_orphans()
+    assert db.row(mine)["locked_by"] is None
+    assert db.row(other)["locked_by"] == theirs
+    # ... and our supervisor's reclaim of our dead child: the other container's lock stays.
+    with backend.connect() as conn:
+        backend.claim(conn, ours, 1, ClaimFilter(), config.lock_timeout, 5)
+    child = Child(1, PoolState.of(Pool("default", 1, 1)), config, -1, 0.0, last_seen=0.0, name=ours)
+    reclaimer = Reclaimer()
+    try:
+        reclaimer.submit(child.reclaim(Reason.CRASHED, "died", heartbeat_timeout=30.0), recheck=False)
+    finally:
+        reclaimer.dispose()
+    assert db.row(mine)["locked_by"] is None and db.row(mine)["attempts"] == 0
+    assert db.row(other)["locked_by"] == theirs and db.row(other)["attempts"] == 0

@@ -11,7 +11,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -150,12 +152,17 @@ def sup(toml: Path, fake: FakeProcesses) -> Iterator[Supervisor]:
         yield supervisor
 
 
+def worker_name(pid: int) -> str:
+    """A name as a child's Worker makes it: the master cannot derive it from the pid."""
+    return f"host:unit pid:{pid} {secrets.token_hex(4)}"
+
+
 def boot(sup: Supervisor, fake: FakeProcesses, now: float) -> list[Child]:
-    """Spawn every child and have each report that it booted."""
+    """Spawn every child and have each report that it booted, with its name."""
     sup.manage(now)
     children = list(sup.children.values())
     for child in children:
-        fake.say(child.pid, protocol.Booted(child.name))
+        fake.say(child.pid, protocol.Booted(worker_name(child.pid)))
         sup._read_child(child)
     return children
 
@@ -179,10 +186,10 @@ def test_manage_spawns_what_each_pool_wants_and_ready_follows_the_boots(
     sup.report(now)
     assert "READY=1" not in sup.notifier.lines  # type: ignore[attr-defined]
     first, second = sup.children.values()
-    fake.say(first.pid, protocol.Booted(first.name), protocol.Heartbeat(0))
+    fake.say(first.pid, protocol.Booted(worker_name(first.pid)), protocol.Heartbeat(0))
     sup._sleep(now)
     assert (first.state, second.state) == (State.RUNNING, State.BOOTING)
-    fake.say(second.pid, protocol.Booted(second.name))
+    fake.say(second.pid, protocol.Booted(worker_name(second.pid)))
     sup._sleep(now)
     sup.report(now)
     assert "READY=1" in sup.notifier.lines  # type: ignore[attr-defined]
@@ -277,6 +284,34 @@ def test_a_crash_charges_only_the_jobs_the_child_reported_started(
             )
         [event] = names(sup_events, "locks_reclaimed")
         assert (event["count"], event["attempted"], event["released"]) == (3, 1, 2)
+
+
+def test_the_reclaim_uses_the_name_the_child_reported_never_one_made_from_its_pid(
+    sup: Supervisor, fake: FakeProcesses, jobs: SqliteJobs, sup_events: list[Any]
+) -> None:
+    """Issue 11 item 6: names have a random part; only the child knows its own."""
+    start = time.monotonic()
+    sup.manage(start)
+    first, second = sup.children.values()
+    assert first.name is None, "unknown until the child says it"
+    reported = f"host:elsewhere pid:1 {secrets.token_hex(4)}"  # as a child in a pid namespace
+    fake.say(first.pid, protocol.Booted(reported))
+    sup._read_child(first)
+    assert first.name == reported
+    held = jobs.add(reported)
+    same_host_and_pid = jobs.add(reported.rsplit(" ", 1)[0] + " 00000000")  # another container's
+    by_pid = jobs.add(f"host:{socket.gethostname()} pid:{first.pid}")
+    fake.say(first.pid, protocol.Started(held, start, 60.0, "t1"))
+    sup._read_child(first)
+    fake.die(first.pid, signal.SIGKILL)
+    fake.die(second.pid, exited(3))  # died before booting: it made no Worker, so holds nothing
+    sup.reap(start + CRASH_WINDOW + 1)
+    assert (jobs.row(held)["attempts"], jobs.row(held)["locked_by"]) == (1, None)
+    assert jobs.row(same_host_and_pid)["locked_by"] == reported.rsplit(" ", 1)[0] + " 00000000"
+    assert jobs.row(by_pid)["locked_by"] == f"host:{socket.gethostname()} pid:{first.pid}"
+    [event] = names(sup_events, "locks_reclaimed")
+    assert (event["worker"], event["pid"], event["count"]) == (reported, first.pid, 1)
+    assert [e["pid"] for e in names(sup_events, "child_exited")] == [first.pid, second.pid]
 
 
 def test_a_job_past_max_run_time_drains_its_child_then_kills_it_after_the_grace(
@@ -478,7 +513,7 @@ def test_children_that_die_before_working_back_off_and_a_healthy_one_resets(
     assert delays == pytest.approx([1, 2, 4, 8, 16, 32, MAX_BACKOFF, MAX_BACKOFF])
     sup.manage(now)
     [child] = sup.children.values()
-    fake.say(child.pid, protocol.Booted(child.name))
+    fake.say(child.pid, protocol.Booted(worker_name(child.pid)))
     sup._read_child(child)
     sup.manage(now + CRASH_WINDOW + 0.1)
     assert pool.failures == 0, "a child that booted and lived is no loop"

@@ -40,7 +40,6 @@ from ..config import set_config
 from ..db import redact
 from ..errors import ConfigError
 from ..logs import reopen_log_files, setup_logging
-from ..worker import default_worker_name
 from .child import ENDINGS, Child, Ending, Reason, State, describe_status, exited_cleanly
 from .child_process import ChildSpec, run_child, set_title
 from .pools import CRASH_WINDOW, PoolState
@@ -445,7 +444,7 @@ class Supervisor:
             lifetime=lifetime,
         )
         self._count_crash(child, ending, now)
-        if child.pool.kind == "worker":
+        if child.holds_rows:
             # A child that exited by itself finished its claims; a killed one may not have.
             request = child.reclaim(reason, how, self.settings.heartbeat_timeout)
             self.reclaimer.submit(request, recheck=not exited_cleanly(status))
@@ -480,7 +479,9 @@ class Supervisor:
         for child in list(self.children.values()):
             with contextlib.suppress(ChildProcessError):
                 self.processes.wait(child.pid, block=True)
-            self.reclaimer.submit(Reclaim(child.pid, child.name, child.config))
+            if child.holds_rows:
+                assert child.name is not None
+                self.reclaimer.submit(Reclaim(child.pid, child.name, child.config))
         self.children.clear()
 
     # -- spawning --------------------------------------------------------------------------
@@ -530,8 +531,7 @@ class Supervisor:
             return False
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        name = default_worker_name(pid)
-        self.children[pid] = Child(pid, pool, settings.config, read_fd, now, name, last_seen=now)
+        self.children[pid] = Child(pid, pool, settings.config, read_fd, now, last_seen=now)
         log.info("spawned child %d for pool %s", pid, pool.name)
         events.emit("delayed.supervisor.child_spawned", pid=pid, pool=pool.name)
         return True

@@ -129,8 +129,11 @@ class Child:
     config: Config  # the one it was forked with (a HUP changes only later children's)
     fd: int  # read end of its report pipe
     spawned_at: float
-    name: str  # the name its rows are locked by
     last_seen: float  # when it last wrote anything
+    # The name its rows are locked by, as it reported it (B): made in the child, never rebuilt
+    # here from its pid (the name has a random part). None until it booted, and a child that
+    # never booted has claimed nothing.
+    name: str | None = None
     state: State = State.BOOTING
     reason: Reason | None = None  # why it drains or was killed
     booted: bool = False  # it reported B (possibly while already draining)
@@ -201,8 +204,12 @@ class Child:
         self.booted = True
         if self.state is State.BOOTING:
             self.state = State.RUNNING
-        if worker.startswith("host:"):  # a Worker's name; the monitor says "monitor pid:N"
-            self.name = worker
+        self.name = worker  # a Worker's name; the monitor says "monitor pid:N"
+
+    @property
+    def holds_rows(self) -> bool:
+        """It may have left rows locked under its name: a worker child that said who it is."""
+        return self.pool.kind == "worker" and self.name is not None
 
     def on_started(self, report: protocol.Started) -> None:
         job = RunningJob(report.job_id, report.started, report.max_run_time, report.thread)
@@ -223,6 +230,7 @@ class Child:
         and not ended (a crash, a stale heartbeat) or the overdue ones (max_run_time). The
         master never charges a row it does not know ran; `reclaim.plan` releases the rest.
         """
+        assert self.name is not None, "only a child that reported its name holds rows"
         request = Reclaim(self.pid, self.name, self.config)
         ending = ENDINGS[reason]
         if ending.fate is Fate.ATTEMPT_STARTED:

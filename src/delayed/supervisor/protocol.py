@@ -84,7 +84,7 @@ def _line(report: Report) -> str:
         return f"S {report.job_id} {report.started:.6f} {report.max_run_time:.6f} {_field(report.thread)}"
     if isinstance(report, Ended):
         return f"E {report.job_id}"
-    # The last field may hold spaces ("host:h pid:1"), never a line break.
+    # The last field may hold spaces ("host:h pid:1 0badcafe"), never a line break.
     return f"B {report.worker.replace(chr(10), ' ')}"
 
 
