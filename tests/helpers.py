@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -45,6 +48,20 @@ def start_delayed(*args: str, env: dict[str, str], log: Path | None = None) -> s
     return subprocess.Popen(
         delayed_cmd(*args), env=env, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=str(TESTS)
     )
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid`: one started with start_new_session=True and all
+    it made. A supervisor's children lead their own process groups (so killpg of the master's
+    group misses them and what their jobs started), but they stay in its session."""
+    if sid == os.getsid(0):
+        raise ValueError("refusing to kill the test runner's own session")
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(proc.pid) == sid:
+                os.kill(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
+            continue
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 60, interval: float = 0.05) -> object:

@@ -11,9 +11,7 @@ Queue names with quotes and SQL in them.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +24,7 @@ import sqlalchemy as sa
 import delayed
 from delayed.config import SECTIONS
 from delayed.timeutil import utcnow
-from tests.helpers import run_delayed, start_delayed, subprocess_env, toml_value, wait_for
+from tests.helpers import kill_session, run_delayed, start_delayed, subprocess_env, toml_value, wait_for
 from tests.jobs.sample_jobs import Noop
 
 SECRET = "s3cret"
@@ -236,8 +234,7 @@ def test_supervisor_on_an_unreachable_database_keeps_children_retrying(tmp_path:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=90)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_session(proc.pid)
     text = log.read_text()
     assert code == 0, text
     assert "Connection refused" in text and "postgres:***@127.0.0.1:1" in text

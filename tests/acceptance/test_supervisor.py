@@ -27,8 +27,8 @@ import pytest
 import sqlalchemy as sa
 
 from delayed import systemd
-from tests.helpers import TESTS, render_toml, run_delayed, subprocess_env, wait_for
-from tests.jobs.supervisor_jobs import RUNS_DDL, Crash, Hang, Hog, Run
+from tests.helpers import TESTS, kill_session, render_toml, run_delayed, subprocess_env, wait_for
+from tests.jobs.supervisor_jobs import RUNS_DDL, Crash, Hang, Hog, Run, Spawner
 
 pytestmark = pytest.mark.slow
 
@@ -104,11 +104,10 @@ class Sup:
         return self.proc is not None and self.proc.poll() is None
 
     def cleanup(self) -> None:
-        """Kill the whole process group we started (master, children), whatever state it is in."""
+        """Kill the whole session we started (master, children, their jobs' subprocesses)."""
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        kill_session(self.proc.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
 
@@ -368,6 +367,29 @@ def test_a_job_past_its_max_run_time_gets_its_child_replaced(sups, pg) -> None:
     reclaims = [e for e in sup_events if e["name"] == "delayed.supervisor.locks_reclaimed"]
     assert reclaims[0]["pid"] == first and reclaims[0]["attempted"] == 1
     assert reclaims[0]["released"] == reclaims[0]["count"] - 1
+
+
+def test_a_max_run_time_kill_takes_the_jobs_subprocesses_with_it(sups, pg) -> None:
+    """Issue 11 item 10: each child leads its own process group and the master kills the group."""
+    job = Spawner.perform_later("spawner")
+    sup = sups({"workers": 1, "max_claims": 1, "max_run_time_grace": 1}).start()
+    [child] = wait_for(lambda: sup.children(), timeout=60)
+    assert os.getpgid(child) == child != os.getpgid(sup.pid), "the child leads its own group"
+    wait_for(lambda: "spawner" in tokens(pg, "start"), timeout=60)
+    spawned = [r["pid"] for r in runs(pg) if r["phase"] == "sub"]
+    assert len(spawned) == 3 and all(os.getpgid(pid) == child for pid in spawned)
+    wait_for(lambda: (pg.row(job) or {}).get("failed_at") is not None, timeout=90)
+    assert f"killing child {child} (pool default): max_run_time" in sup.log()
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_for(lambda: all(gone(pid) for pid in spawned), timeout=10)
+    sup.signal(signal.SIGTERM)
+    assert sup.wait() == 0
 
 
 # ----------------------------------------------------------------------------- HUP, TTIN, TTOU

@@ -13,7 +13,6 @@ fresh process with the project's settings, as a request would be, and workers ar
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -30,7 +29,7 @@ import sqlalchemy as sa
 
 from delayed import schema
 from tests.conftest import IN_CI, MYSQL_ADMIN_URL, PG_ADMIN_URL, selected_backends
-from tests.helpers import ROOT, render_toml, wait_for
+from tests.helpers import ROOT, kill_session, render_toml, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -360,8 +359,7 @@ def test_supervisor_children_set_django_up(project: Project) -> None:
         assert sup.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
         if sup.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(sup.pid, signal.SIGKILL)
+            kill_session(sup.pid)
             sup.wait()
     text = log.read_text()
     assert text.count("Django set up from djproject.settings") >= 2, text[-3000:]

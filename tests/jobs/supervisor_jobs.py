@@ -7,6 +7,7 @@ start and finish even when the process is killed between the two.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -68,6 +69,34 @@ class Hang(delayed.Job, name="sup.hang"):
         return now
 
     def perform(self, token: str) -> None:
+        record(self, token, "start")
+        time.sleep(600)
+        record(self, token, "end")
+
+
+class Spawner(delayed.Job, name="sup.spawner"):
+    """Starts `sleep 1000` subprocesses (a direct one and a shell's child), then hangs past
+    its 2 s max_run_time; one attempt. Each subprocess pid is recorded (phase "sub")."""
+
+    max_run_time = 2
+    max_attempts = 1
+
+    def perform(self, token: str) -> None:
+        direct = subprocess.Popen(["sleep", "1000"])
+        shell = subprocess.Popen(
+            ["sh", "-c", "sleep 1000 & echo $!; wait"], stdout=subprocess.PIPE, text=True
+        )
+        assert shell.stdout is not None
+        grandchild = int(shell.stdout.readline())
+        for pid in (direct.pid, shell.pid, grandchild):
+            with delayed.get_engine().begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO sup_runs (token, pid, phase, at, attempts) "
+                        "VALUES (:token, :pid, 'sub', :at, 0)"
+                    ),
+                    {"token": token, "pid": pid, "at": time.time()},
+                )
         record(self, token, "start")
         time.sleep(600)
         record(self, token, "end")

@@ -44,6 +44,7 @@ class FakeProcesses(Processes):
         self.specs: dict[int, ChildSpec] = {}
         self.writers: dict[int, int] = {}  # pid -> write end of its report pipe
         self.sent: list[tuple[int, signal.Signals]] = []
+        self.groups: list[tuple[int, signal.Signals]] = []  # (process group, signal) of kill_group
         self.dead: list[tuple[int, int]] = []  # waitpid statuses not collected yet
         self.rss: dict[int, float] = {}
         self.exit_on_term = False
@@ -63,6 +64,10 @@ class FakeProcesses(Processes):
             self.die(pid, signal.SIGKILL)
         elif sig == signal.SIGTERM and self.exit_on_term:
             self.die(pid, exited(0))
+
+    def kill_group(self, pid: int, sig: int) -> None:
+        self.groups.append((pid, signal.Signals(sig)))
+        self.kill(pid, sig)
 
     def wait(self, pid: int = -1, block: bool = False) -> tuple[int, int]:
         for i, (dead_pid, status) in enumerate(self.dead):
@@ -88,6 +93,10 @@ class FakeProcesses(Processes):
 
     def signals_to(self, pid: int) -> list[signal.Signals]:
         return [sig for p, sig in self.sent if p == pid]
+
+    def group_signals_to(self, pid: int) -> list[signal.Signals]:
+        """What went to the process group the child leads (the child and what its jobs started)."""
+        return [sig for p, sig in self.groups if p == pid]
 
     def close(self) -> None:
         for fd in self.writers.values():
@@ -491,6 +500,56 @@ def test_the_handler_only_records_and_the_loop_logs(
     assert caplog.text.count("ignoring SIGTTIN: too many signals queued") == 2
     assert caplog.text.count("SIGTTIN received") == MAX_QUEUED_SIGNALS
     assert sup.pools[0].workers == WORKERS + MAX_QUEUED_SIGNALS
+
+
+# -- process groups ---------------------------------------------------------------------------
+def test_every_kill_reaches_the_childs_process_group_and_forwarded_signals_only_the_child(
+    sup: Supervisor, fake: FakeProcesses
+) -> None:
+    """Issue 11 item 10: SIGKILL goes to the group (what the job started dies too); TERM and
+    USR1 go to the child alone (a draining child's jobs and their subprocesses may finish)."""
+    now = time.monotonic()
+    overdue, silent = boot(sup, fake, now)
+    fake.say(overdue.pid, protocol.Started(1, now - 10, 5.0, "t1"))
+    sup._read_child(overdue)
+    silent.last_seen = now - 25
+    sup.handle_usr1()
+    sup.murder(now)  # 10 s into a 5 s job (grace 2 s); 25 s without a heartbeat (limit 20 s)
+    assert (overdue.reason, silent.reason) == ("max_run_time", "heartbeat")
+    assert fake.signals_to(overdue.pid) == [signal.SIGUSR1, signal.SIGTERM, signal.SIGKILL]
+    assert fake.group_signals_to(overdue.pid) == [signal.SIGKILL]
+    assert fake.group_signals_to(silent.pid) == [signal.SIGKILL]
+    sup.reap(now)
+    draining, quitting = boot(sup, fake, now)
+    sup.handle_term()
+    assert fake.signals_to(draining.pid) == [signal.SIGTERM] and fake.groups[2:] == []
+    sup.murder(now + 11)  # past graceful_timeout (10 s)
+    assert fake.group_signals_to(draining.pid) == fake.group_signals_to(quitting.pid) == [signal.SIGKILL]
+    assert {draining.reason, quitting.reason} == {"drain_timeout"}
+
+
+def test_quit_and_the_emergency_stop_kill_whole_groups(sup: Supervisor, fake: FakeProcesses) -> None:
+    first, second = boot(sup, fake, time.monotonic())
+    sup.handle_quit()
+    assert fake.groups == [(first.pid, signal.SIGKILL), (second.pid, signal.SIGKILL)]
+    sup.reap(time.monotonic())
+    third, fourth = boot(sup, fake, time.monotonic())
+    sup._emergency_stop()
+    assert fake.groups[2:] == [(third.pid, signal.SIGKILL), (fourth.pid, signal.SIGKILL)]
+
+
+def test_a_crashed_childs_group_is_swept_and_a_drained_ones_left_alone(
+    sup: Supervisor, fake: FakeProcesses
+) -> None:
+    crashed, drained = boot(sup, fake, time.monotonic())
+    fake.die(crashed.pid, signal.SIGSEGV)
+    sup.reap(time.monotonic())
+    assert fake.group_signals_to(crashed.pid) == [signal.SIGKILL], "its jobs' subprocesses must not live on"
+    sup.handle_term()
+    assert drained.state is State.DRAINING
+    fake.die(drained.pid, exited(0))
+    sup.reap(time.monotonic())
+    assert fake.group_signals_to(drained.pid) == [], "a clean exit: whatever it left was meant to stay"
 
 
 # -- the crash-loop back-off ------------------------------------------------------------------

@@ -18,6 +18,15 @@ rest are killed and their jobs released at once; exit 0), QUIT stops fast (kill,
 exit 0), HUP reloads the file and replaces every child gracefully, TTIN/TTOU add or remove
 one child of the first pool, USR1 reopens log files (the master's and the children's).
 
+Each child leads its own process group (setpgid right after the fork), so what a job
+starts (a subprocess, a shell pipeline) is in its child's group. Every SIGKILL the master
+sends goes to the whole group (`kill_group`): a job killed for max_run_time, a silent
+child, a drain that timed out, QUIT and the emergency stop leave no subprocess running
+beside the retry; the group of a child that crashed is swept the same way when it is
+reaped. The signals the master forwards (TERM to drain, USR1) go to the child alone: a
+draining child lets its running jobs, and their subprocesses, finish. A terminal's Ctrl-C
+(SIGINT to the foreground group) now reaches only the master, which decides for all.
+
 The system calls that touch other processes go through `Processes`, so the loop's steps
 can be tested in-process with fork, kill and waitpid replaced.
 """
@@ -65,6 +74,7 @@ class Processes:
         if pid == 0:  # the child
             status = 1
             try:
+                os.setpgid(0, 0)  # its own group, before it starts anything a kill must reach
                 status = run_child(spec)
             except BaseException:
                 log.exception("child %d crashed", os.getpid())
@@ -73,12 +83,28 @@ class Processes:
                     for handler in logging.getLogger().handlers:
                         handler.flush()
                 os._exit(status)
+        # Also here, so the group exists before fork() returns to the loop, whichever of the
+        # two runs first (EACCES/ESRCH: the child did it already, or is gone).
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
         return pid
 
     def kill(self, pid: int, sig: int) -> None:
-        """Send `sig`; a child that is already gone is not an error (the reaper sees it)."""
+        """Send `sig` to the child alone; one already gone is not an error (the reaper sees it)."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+    def kill_group(self, pid: int, sig: int) -> None:
+        """Send `sig` to the child's process group: the child and whatever its jobs started.
+
+        Safe after the child was reaped: while a process of the group lives, the group's id
+        (the child's pid) cannot be given to a new process. No group (the child never made
+        it): the child alone.
+        """
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            self.kill(pid, sig)
 
     def wait(self, pid: int = -1, block: bool = False) -> tuple[int, int]:
         """(pid, status) of an exited child, (0, 0) when none; ChildProcessError when none is left."""
@@ -328,10 +354,11 @@ class Supervisor:
         self.processes.kill(child.pid, signal.SIGTERM)
 
     def _kill(self, child: Child, reason: Reason, now: float) -> None:
+        """SIGKILL the child's process group: the child and what its jobs started."""
         if not child.kill(reason, now):
             return
         log.warning("killing child %d (pool %s): %s", child.pid, child.pool.name, reason)
-        self.processes.kill(child.pid, signal.SIGKILL)
+        self.processes.kill_group(child.pid, signal.SIGKILL)
 
     # -- murder: what must die -------------------------------------------------------------
     def murder(self, now: float) -> None:
@@ -413,6 +440,9 @@ class Supervisor:
                 return
             child = self.children.get(pid)
             if child is not None:
+                if not exited_cleanly(status) and child.state is not State.KILLED:
+                    # It crashed: what its jobs started must not run on beside their retries.
+                    self.processes.kill_group(pid, signal.SIGKILL)
                 self._read_child(child, until_eof=True)  # the last reports, if any
                 self._forget(child, status, now)
 
@@ -475,7 +505,7 @@ class Supervisor:
     def _emergency_stop(self) -> None:
         """The loop itself failed: SIGKILL and wait for every child, release all their jobs."""
         for child in list(self.children.values()):
-            self.processes.kill(child.pid, signal.SIGKILL)
+            self.processes.kill_group(child.pid, signal.SIGKILL)
         for child in list(self.children.values()):
             with contextlib.suppress(ChildProcessError):
                 self.processes.wait(child.pid, block=True)

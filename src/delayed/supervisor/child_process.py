@@ -157,8 +157,10 @@ class _Heartbeat(threading.Thread):
 def _reset_signals(stopper: _Stopper, heartbeat: _Heartbeat) -> None:
     for sig in (signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.SIG_IGN)
-    # The master decides for the whole group: a terminal's Ctrl-C or Ctrl-\ reaches every
-    # process, but only the master's reaction (TERM to each child, or SIGKILL) counts.
+    # The master decides: a child leads its own process group, so a terminal's Ctrl-C or
+    # Ctrl-\ reaches only the master; these are ignored anyway, so that a signal sent to
+    # every delayed-supervisor process (pkill) leaves the decision to the master, and a
+    # child in a background group that writes to the terminal is not stopped (SIGTTOU).
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
     # Handlers only record and wake: the heartbeat thread and the worker's loop log.

@@ -37,7 +37,7 @@ import pytest
 import sqlalchemy as sa
 
 import delayed
-from tests.helpers import TESTS, subprocess_env, wait_for
+from tests.helpers import TESTS, kill_session, subprocess_env, wait_for
 from tests.jobs.chaos_jobs import RUNS_DDL, ChaosJob
 
 ENABLED = os.environ.get("DELAYED_CHAOS") == "1" or os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -127,18 +127,18 @@ class Chaos:
         return found
 
     def group_left(self) -> list[int]:
-        """Pids still in the supervisor's process group (its session, made at start)."""
+        """Pids still in the supervisor's session, made at start (children lead their own
+        process groups, so the session, not the master's group, holds them all)."""
         left = []
         for proc in psutil.process_iter(["pid"]):
             with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
-                if os.getpgid(proc.pid) == self.pid and proc.status() != psutil.STATUS_ZOMBIE:
+                if os.getsid(proc.pid) == self.pid and proc.status() != psutil.STATUS_ZOMBIE:
                     left.append(proc.pid)
         return left
 
     def cleanup(self) -> None:
         if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
+            kill_session(self.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
 
