@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -573,6 +574,51 @@ def test_ready_reloading_stopping_and_watchdog_reach_a_real_notify_socket(sups, 
         assert lines.index("READY=1") < lines.index("RELOADING=1") < lines.index("STOPPING=1")
     finally:
         listener.close()
+
+
+CLOSED_PORT = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+
+
+def log_time(line: str) -> datetime:
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+def test_children_that_cannot_reach_the_database_are_reported_and_the_last_reclaim_waits(
+    tmp_path: Path,
+) -> None:
+    """Issue 11 item 13, with a closed port: the master never says "all children are running";
+    it logs the outage once, shows it in its title and STATUS=; on SIGTERM each drained child's
+    reclaim, refused with "trying again in 5 s", gets its last try when that is due."""
+    listener = NotifyListener(tmp_path / "notify.sock")
+    sup = Sup(tmp_path, CLOSED_PORT, {"workers": 2, "max_claims": 1})
+    try:
+        sup.start(NOTIFY_SOCKET=str(listener.path))
+        wait_for(lambda: "worker children cannot reach the database" in sup.log(), timeout=60)
+        unreachable = "database unreachable from 2/2 children"
+        wait_for(lambda: any(unreachable in line for line in listener.lines()), timeout=30)
+        assert "READY=1" in listener.lines(), "the service started; STATUS= says it does not work"
+        assert unreachable in " ".join(psutil.Process(sup.pid).cmdline())
+        sup.signal(signal.SIGTERM)
+        assert sup.wait() == 0, sup.log()
+    finally:
+        sup.cleanup()
+        listener.close()
+    lines = sup.log().splitlines()
+    text = "\n".join(lines)
+    assert "all children are running" not in text
+    assert text.count(f"worker children cannot reach the database {CLOSED_PORT}") == 1
+    assert "report it, none reaches it): OperationalError: connection" in text, text
+    failed = r"reclaiming the jobs of (.+?) on \S+ failed \(try 1\).*trying again in 5 s"
+    refused = {match[1]: log_time(line) for line in lines if (match := re.search(failed, line))}
+    last = {
+        match[1]: log_time(line)
+        for line in lines
+        if (match := re.search(r"last try to reclaim the jobs of (.+?) on \S+ before exit failed", line))
+    }
+    assert len(refused) == 2 and set(last) == set(refused), text
+    for worker, at in refused.items():
+        assert (last[worker] - at).total_seconds() >= 4.9, f"{worker}: a hot retry\n{text}"
+    assert "one last try in" in text
 
 
 def test_notify_reaches_an_abstract_socket_and_watchdog_follows_the_env() -> None:

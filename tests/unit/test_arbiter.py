@@ -23,11 +23,13 @@ from typing import Any
 import pytest
 
 from delayed import systemd
-from delayed.supervisor import protocol
+from delayed.config import build_config
+from delayed.supervisor import protocol, reclaim
 from delayed.supervisor.arbiter import MAX_QUEUED_SIGNALS, UNREAPED_LIMIT, Processes, Supervisor
 from delayed.supervisor.child import Child, State
 from delayed.supervisor.child_process import ChildSpec
 from delayed.supervisor.pools import CRASH_WINDOW, MAX_BACKOFF
+from delayed.supervisor.reclaim import Reclaim
 from delayed.supervisor.settings import load_settings
 
 from .conftest import SqliteJobs
@@ -202,6 +204,67 @@ def test_manage_spawns_what_each_pool_wants_and_ready_follows_the_boots(
     sup._sleep(now)
     sup.report(now)
     assert "READY=1" in sup.notifier.lines  # type: ignore[attr-defined]
+
+
+def test_children_that_cannot_reach_the_database_are_reported_not_called_running(
+    sup: Supervisor, fake: FakeProcesses, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 item 13: READY=1 follows the boots, but the log, title and STATUS= say the truth."""
+    notifier: RecordingNotifier = sup.notifier  # type: ignore[assignment]
+    now = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="delayed.supervisor"):
+        first, second = boot(sup, fake, now)
+        sup.report(now)
+        assert "READY=1" in notifier.lines
+        down = protocol.DatabaseDown("OperationalError: connection refused")
+        fake.say(first.pid, down)
+        fake.say(second.pid, down)
+        sup._sleep(now)
+        sup._sleep(now)
+        for _ in range(3):
+            sup.report(now)
+    assert "all children are running" not in caplog.text
+    assert caplog.text.count("worker children cannot reach the database") == 1, "once per change"
+    assert (
+        "(2 of 2 report it, none reaches it): OperationalError: connection refused; they keep" in caplog.text
+    )
+    assert "STATUS=default 2/2; 0 jobs running; database unreachable from 2/2 children" in notifier.lines
+    assert "database unreachable from 2/2 children" in sup._title
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="delayed.supervisor"):
+        fake.say(first.pid, protocol.DatabaseUp())
+        sup._read_child(first)
+        sup.report(now)
+        fake.say(second.pid, protocol.DatabaseUp())
+        sup._read_child(second)
+        sup.report(now)
+        sup.report(now)
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(":")[0] for m in messages] == [
+        "1 of 2 worker children cannot reach the database sqlite",
+        "every worker child reaches the database sqlite",
+        "all children are running",
+    ], messages
+    assert "unreachable" not in sup._title
+
+
+def test_a_child_being_replaced_does_not_make_the_database_state_flap(
+    sup: Supervisor, fake: FakeProcesses, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = time.monotonic()
+    first, second = boot(sup, fake, now)
+    for child in (first, second):
+        fake.say(child.pid, protocol.DatabaseDown("refused"))
+        sup._read_child(child)
+    with caplog.at_level(logging.INFO, logger="delayed.supervisor"):
+        sup.report(now)
+        fake.die(first.pid, signal.SIGKILL)
+        sup.reap(now + CRASH_WINDOW + 1)
+        fake.die(second.pid, signal.SIGKILL)
+        sup.reap(now + CRASH_WINDOW + 1)
+        boot(sup, fake, now + CRASH_WINDOW + 1)  # replacements: nothing said yet
+        sup.report(now + CRASH_WINDOW + 1)
+    assert caplog.text.count("reach the database") == 1, caplog.text
 
 
 def test_reports_track_the_running_jobs_and_malformed_ones_are_logged(
@@ -585,6 +648,53 @@ def test_a_drained_child_never_counts_as_a_crash(sup: Supervisor, fake: FakeProc
     fake.die(child.pid if child.state is State.DRAINING else _.pid, exited(0))
     sup.reap(now)
     assert sup.pools[0].failures == 0 and sup.pools[0].next_spawn_at == 0.0
+
+
+# -- the last reclaims before exit --------------------------------------------------------------
+@pytest.fixture
+def quick_retry(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(reclaim, "RECLAIM_RETRY_INTERVAL", 0.5)
+    return 0.5
+
+
+def refused_reclaim(sup: Supervisor, tmp_path: Path) -> Reclaim:
+    broken = build_config(None, environ={"DELAYED_DATABASE_URL": f"sqlite:///{tmp_path}/no/such/dir.db"})
+    request = Reclaim(1, "host:h pid:1 abcd0123", broken)
+    sup.reclaimer.submit(request, recheck=False)
+    assert sup.reclaimer.pending == [request]
+    return request
+
+
+def test_a_reclaim_refused_just_before_the_stop_gets_its_last_try_when_it_is_due(
+    sup: Supervisor, tmp_path: Path, quick_retry: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 item 13: the "trying again in 5 s" retry must not fire 5 ms later at exit."""
+    with caplog.at_level(logging.INFO, logger="delayed.supervisor"):
+        refused_reclaim(sup, tmp_path)
+        sup._last_reclaims()
+    failed, announced, last = caplog.records
+    assert "failed (try 1)" in failed.getMessage() and "trying again in 0 s" in failed.getMessage()
+    assert "one last try in 0 s (another signal skips it)" in announced.getMessage()
+    assert last.getMessage().startswith("last try to reclaim the jobs of host:h pid:1 abcd0123 on sqlite")
+    assert "before exit failed" in last.getMessage() and "not trying again" in last.getMessage()
+    assert last.created - failed.created >= quick_retry * 0.9, "not a hot retry"
+    assert sup.reclaimer.pending == []
+
+
+def test_a_signal_while_waiting_for_the_last_try_skips_it(
+    sup: Supervisor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(reclaim, "RECLAIM_RETRY_INTERVAL", 60.0)
+    request = refused_reclaim(sup, tmp_path)
+    timer = threading.Timer(0.2, sup._on_signal, (signal.SIGINT, None))
+    with caplog.at_level(logging.INFO, logger="delayed.supervisor"):
+        timer.start()
+        sup._last_reclaims()
+    timer.join()
+    assert request.tries == 1, "no last try after the signal"
+    assert "SIGINT received while exiting: skipping the last reclaim tries" in caplog.text
+    assert "not trying again to reclaim the jobs of host:h pid:1 abcd0123 (stop requested)" in caplog.text
+    assert sup.reclaimer.pending == []
 
 
 # -- the whole loop ---------------------------------------------------------------------------

@@ -5,12 +5,24 @@ from __future__ import annotations
 import pytest
 
 from delayed.supervisor import protocol
-from delayed.supervisor.protocol import Booted, Decoder, Ended, Heartbeat, Malformed, Started, Unknown
+from delayed.supervisor.protocol import (
+    Booted,
+    DatabaseDown,
+    DatabaseUp,
+    Decoder,
+    Ended,
+    Heartbeat,
+    Malformed,
+    Started,
+    Unknown,
+)
 
 REPORTS = [
     Booted("host:box pid:42"),
     Started(17, 12345.678901, 300.0, "delayed-job_3"),
     Heartbeat(4),
+    DatabaseDown("OperationalError: connection refused"),
+    DatabaseUp(),
     Ended(17),
 ]
 
@@ -50,7 +62,7 @@ def test_a_worker_name_keeps_its_spaces_but_never_a_line_break() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    [b"H", b"H many", b"S 1 2.0 3.0", b"S x 2.0 3.0 t", b"S 1 soon 3.0 t", b"E", b"E 1.5"],
+    [b"H", b"H many", b"S 1 2.0 3.0", b"S x 2.0 3.0 t", b"S 1 soon 3.0 t", b"E", b"E 1.5", b"U 1"],
 )
 def test_a_known_kind_with_bad_fields_is_malformed(line: bytes) -> None:
     assert Decoder().feed(line + b"\n") == [Malformed(line.decode())]
@@ -70,3 +82,11 @@ def test_a_partial_line_is_kept_until_its_newline() -> None:
     decoder = Decoder()
     assert decoder.feed(b"H 1\nE 4") == [Heartbeat(1)]
     assert decoder.feed(b"2\n") == [Ended(42)]
+
+
+def test_a_database_error_travels_as_one_line() -> None:
+    data = protocol.encode(
+        DatabaseDown("OperationalError: could not connect\n\tIs the server running?"), DatabaseUp()
+    )
+    assert data == b"D OperationalError: could not connect Is the server running?\nU\n"
+    assert Decoder().feed(protocol.encode(DatabaseDown(""))) == [DatabaseDown("-")]

@@ -10,8 +10,12 @@ wakes on that pipe or on a child's report and then takes its steps in order:
     murder      SIGKILL what must die: max_run_time (+ grace), no heartbeat, drain deadline
     recycle     drain children over max_memory_mb
     manage      spawn what each pool is missing (with a crash-loop back-off)
-    reclaim     retry the reclaims the database refused
-    report      process title, systemd status and watchdog
+    reclaim     retry the reclaims the database refused (with back-off)
+    report      process title, systemd status and watchdog; whether the children reach
+                the database (logged once per change)
+
+After the loop, each reclaim the database refused gets one last try when its retry is due
+(at most RECLAIM_RETRY_INTERVAL later; another signal skips it), never a hot retry.
 
 Signals: TERM/INT drain (children finish their running jobs; after graceful_timeout the
 rest are killed and their jobs released at once; exit 0), QUIT stops fast (kill, release,
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import logging
 import os
 import select
@@ -49,7 +54,7 @@ from ..config import set_config
 from ..db import redact
 from ..errors import ConfigError
 from ..logs import reopen_log_files, setup_logging
-from .child import ENDINGS, Child, Ending, Reason, State, describe_status, exited_cleanly
+from .child import ENDINGS, Child, Database, Ending, Reason, State, describe_status, exited_cleanly
 from .child_process import ChildSpec, run_child, set_title
 from .pools import CRASH_WINDOW, PoolState
 from .reclaim import Reclaim, Reclaimer
@@ -61,6 +66,14 @@ HEARTBEAT_INTERVAL = 1.0
 MEMORY_CHECK_INTERVAL = 1.0
 UNREAPED_LIMIT = 10.0  # seconds a SIGKILLed child may stay unreaped before we stop waiting
 MAX_QUEUED_SIGNALS = 10
+
+
+class DatabaseDown(enum.Enum):
+    """How many worker children report that they cannot reach the database."""
+
+    NONE = "none"
+    SOME = "some"  # some do, others reach it
+    ALL = "all"  # every child that has said anything says so
 
 
 class Processes:
@@ -149,6 +162,8 @@ class Supervisor:
         self.stopping = False
         self.stop_deadline = 0.0
         self.ready_sent = False
+        self.running_logged = False  # "all children are running": said once every child works
+        self.database_down = DatabaseDown.NONE
         self._title = ""
 
     # -- the loop --------------------------------------------------------------------------
@@ -180,7 +195,7 @@ class Supervisor:
             log.exception("the supervisor failed; killing its children")
             self._emergency_stop()
             status = 1
-        self.reclaimer.flush()
+        self._last_reclaims()
         self.reclaimer.dispose()
         log.info("supervisor %d exiting", self.pid)
         return status
@@ -194,6 +209,41 @@ class Supervisor:
                 self.ignored_signals.append(signum)
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self.wake_w, b".")
+
+    def _last_reclaims(self) -> None:
+        """Before exit: one last try for what the database refused, when its retry is due.
+
+        Waits at most RECLAIM_RETRY_INTERVAL (a reclaim refused just before the stop is not
+        retried milliseconds later); a signal during the wait skips those last tries.
+        """
+        wait = self.reclaimer.seconds_to_last_tries(time.monotonic())
+        interrupted = False
+        if wait > 0:
+            log.warning(
+                "exiting with %d reclaim(s) the database refused: one last try in %.0f s "
+                "(another signal skips it)",
+                len(self.reclaimer.failed()),
+                wait,
+            )
+            interrupted = self._wait_for_signal(wait)
+        self.reclaimer.flush(skip_failed=interrupted)
+
+    def _wait_for_signal(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds; True when a signal (other than SIGCHLD) came."""
+        deadline = time.monotonic() + timeout
+        while not self.signals:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            readable, _, _ = select.select([self.wake_r], [], [], left)
+            if readable:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    while os.read(self.wake_r, 4096):
+                        pass
+        while self.signals:
+            name = signal.Signals(self.signals.pop(0)).name
+            log.info("%s received while exiting: skipping the last reclaim tries", name)
+        return True
 
     def _sleep(self, now: float) -> None:
         """Wait for a signal, a report or the next deadline (at most 1 s); read the reports."""
@@ -303,7 +353,7 @@ class Supervisor:
         self.manage(now)
         for child in old:
             self._retire(child, Reason.RELOAD, now)
-        self.ready_sent = False
+        self.ready_sent = self.running_logged = False
         log.info(
             "reloaded %s: %s; %d old child(ren) draining",
             settings.path,
@@ -568,7 +618,13 @@ class Supervisor:
 
     # -- titles, systemd -------------------------------------------------------------------
     def report(self, now: float) -> None:
-        """Process title and systemd status; READY=1 once every pool is up; the watchdog."""
+        """Process title and systemd status; READY=1 once every pool is up; the watchdog.
+
+        READY=1 follows the boots (the service started, whatever the database does), but
+        "all children are running" is logged only once every worker child has reached
+        the database; while they cannot, the log (once per change), the title and STATUS=
+        say so.
+        """
         counts = []
         for pool in self.pools:
             counts.append(f"{pool.name} {len(self._live(pool))}/{pool.workers}")
@@ -577,18 +633,62 @@ class Supervisor:
         status = ", ".join(counts) + f"; {busy} jobs running"
         if draining:
             status += f"; {draining} draining"
+        workers = [c for c in self.children.values() if c.live and c.booted and c.pool.kind == "worker"]
+        down = [c for c in workers if c.database is Database.DOWN]
+        if down:
+            status += f"; database unreachable from {len(down)}/{len(workers)} children"
         if self.stopping:
             status = "stopping: " + status
         title = f"master {status} [{self.settings.path or 'defaults'}]"
         if title != self._title:
             self._title = title
             set_title(title)
+        if not self.stopping:
+            self._log_database(workers, down)
         if not self.ready_sent and not self.stopping and self._all_booted():
             self.ready_sent = True
-            log.info("all children are running: %s", status)
             self.notifier.ready(status)
+        working = all(c.database is Database.UP for c in workers)
+        if self.ready_sent and not self.running_logged and not self.stopping and working:
+            self.running_logged = True
+            log.info("all children are running: %s", status)
         self.notifier.status(status)
         self.notifier.ping(now)
+
+    def _log_database(self, workers: list[Child], down: list[Child]) -> None:
+        """Say once per change whether the worker children reach the database.
+
+        Children that have not finished a pickup yet (a replacement, say) do not count
+        either way, so one being replaced does not make the state flap.
+        """
+        up = [c for c in workers if c.database is Database.UP]
+        if not up and not down:
+            return  # nothing known yet (booting, or only replacements that have not said)
+        state = DatabaseDown.NONE if not down else DatabaseDown.SOME if up else DatabaseDown.ALL
+        if state is self.database_down:
+            return
+        self.database_down = state
+        where = redact(self.settings.config.database_url)
+        if state is DatabaseDown.ALL:
+            log.error(
+                "worker children cannot reach the database %s (%d of %d report it, none reaches "
+                "it): %s; they keep trying with back-off",
+                where,
+                len(down),
+                len(workers),
+                down[0].database_error,
+            )
+        elif state is DatabaseDown.SOME:
+            log.warning(
+                "%d of %d worker children cannot reach the database %s (the others do): %s; they keep "
+                "trying with back-off",
+                len(down),
+                len(workers),
+                where,
+                down[0].database_error,
+            )
+        else:
+            log.info("every worker child reaches the database %s again", where)
 
     def _all_booted(self) -> bool:
         for pool in self.pools:

@@ -55,6 +55,14 @@ class State(enum.Enum):
 LIVE = (State.BOOTING, State.RUNNING)
 
 
+class Database(enum.Enum):
+    """Whether a worker child reaches its database, as it last reported (protocol D/U)."""
+
+    UNKNOWN = "unknown"  # no pickup finished yet (or a monitor child, which does not say)
+    UP = "up"
+    DOWN = "down"
+
+
 class Reason(enum.StrEnum):
     """Why a child drains, was killed, or ended (the `reason` of delayed.supervisor.child_exited)."""
 
@@ -147,6 +155,8 @@ class Child:
     killed_at: float | None = None
     killed_jobs: dict[int, RunningJob] = field(default_factory=dict)  # overdue when killed
     next_memory_check: float = 0.0
+    database: Database = Database.UNKNOWN
+    database_error: str = ""  # what its worker said when it reported DOWN
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -195,6 +205,10 @@ class Child:
                 self.on_ended(report.job_id)
             elif isinstance(report, protocol.Booted):
                 self.on_booted(report.worker)
+            elif isinstance(report, protocol.DatabaseDown):
+                self.database, self.database_error = Database.DOWN, report.error
+            elif isinstance(report, protocol.DatabaseUp):
+                self.database, self.database_error = Database.UP, ""
             elif isinstance(report, protocol.Malformed):
                 log.warning("malformed report from child %d: %r", self.pid, report.line)
             else:

@@ -3,7 +3,8 @@
 After the fork nothing of the master's is used: its signal handlers are reset, its pipes
 closed, and the database engine is made fresh (`delayed.db` makes one per pid). The
 child then runs one `Worker` (or the monitor) and tells the master, over a pipe, that it
-booted, which job each thread starts and ends, and that it is alive (`protocol`).
+booted (with its worker's name), which job each thread starts and ends, whether its worker
+reaches the database (`DatabaseWatch`), and that it is alive (`protocol`).
 
 SIGTERM asks for a graceful drain (stop claiming, finish running jobs, write outcomes,
 exit 0). The child also drains when the master dies (its parent pid changes or the pipe
@@ -27,6 +28,7 @@ import setproctitle
 from .. import events, statsd
 from ..config import Config, set_config
 from ..contrib.django.setup import setup_if_configured
+from ..db import describe_error
 from ..logs import reopen_log_files
 from ..monitor import Monitor
 from ..record import JobRecord
@@ -83,6 +85,40 @@ class Reporter:
 def set_title(text: str) -> None:
     """The process title, as ps and top show it: `delayed-supervisor: <text>`."""
     setproctitle.setproctitle(f"{TITLE_PREFIX}: {text}")
+
+
+class DatabaseWatch:
+    """Tells the master whether this child's worker reaches the database (DatabaseDown/Up).
+
+    Listens to the worker's `delayed.worker.reserve_jobs` events: after DOWN_AFTER failed
+    pickups in a row it reports DatabaseDown once, and the next pickup that works reports
+    DatabaseUp (the first one ever too, so the master knows the child works). The worker
+    itself keeps retrying with its back-off; this only says so, once per change.
+    """
+
+    DOWN_AFTER = 3  # failed pickups in a row (about 3 s with the worker's back-off: 1 s, 2 s)
+    MAX_ERROR = 500  # characters of the error in the report (a line well under PIPE_BUF)
+
+    def __init__(self, reporter: Reporter, worker_name: str) -> None:
+        self.reporter = reporter
+        self.worker_name = worker_name
+        self.failures = 0
+        self.up: bool | None = None  # None: no pickup yet
+
+    def on_reserve(self, event: events.Event) -> None:
+        if event.payload.get("worker") != self.worker_name:
+            return
+        error = event.payload.get("error")
+        if error is None:
+            self.failures = 0
+            if self.up is not True:
+                self.up = True
+                self.reporter.send(protocol.DatabaseUp())
+            return
+        self.failures += 1
+        if self.failures >= self.DOWN_AFTER and self.up is not False:
+            self.up = False
+            self.reporter.send(protocol.DatabaseDown(describe_error(error)[: self.MAX_ERROR]))
 
 
 class _Stopper:
@@ -221,6 +257,7 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
     heartbeat.busy = lambda: worker.busy
     stopper.target = worker.stop
     events.subscribe("delayed.worker.start", on_worker_start)
+    events.subscribe("delayed.worker.reserve_jobs", DatabaseWatch(reporter, worker.name).on_reserve)
     reporter.send(protocol.Booted(worker.name))
     if stopper.requested:  # TERM during boot: nothing claimed yet, nothing to drain
         return 0

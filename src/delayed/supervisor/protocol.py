@@ -6,6 +6,8 @@ A child tells its master what it does over a pipe, one report per line:
     S <job id> <started> <max_run_time> <thread>    a job started (time.monotonic())
     E <job id>                                      that job ended
     H <busy>                                        heartbeat, every second
+    D <error>                                       its worker cannot reach the database
+    U                                               its worker reaches the database (again)
 
 CLOCK_MONOTONIC is one clock for every process on the host, so the master compares a
 child's `started` with its own `time.monotonic()`.
@@ -55,6 +57,22 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class DatabaseDown:
+    """The child's worker failed to claim jobs several times in a row; `error` says why.
+
+    Sent once per outage (child_process.DatabaseWatch), so the master can say that its
+    children do not work rather than that they run.
+    """
+
+    error: str
+
+
+@dataclass(frozen=True)
+class DatabaseUp:
+    """The child's worker claimed (even nothing): its first pickup, or the first after an outage."""
+
+
+@dataclass(frozen=True)
 class Unknown:
     """A line of a kind this master does not know (a newer child?): ignored."""
 
@@ -68,7 +86,7 @@ class Malformed:
     line: str
 
 
-Report = Booted | Started | Ended | Heartbeat
+Report = Booted | Started | Ended | Heartbeat | DatabaseDown | DatabaseUp
 Decoded = Report | Unknown | Malformed
 
 
@@ -84,6 +102,10 @@ def _line(report: Report) -> str:
         return f"S {report.job_id} {report.started:.6f} {report.max_run_time:.6f} {_field(report.thread)}"
     if isinstance(report, Ended):
         return f"E {report.job_id}"
+    if isinstance(report, DatabaseDown):
+        return f"D {' '.join(report.error.split()) or '-'}"  # one line, whatever the driver said
+    if isinstance(report, DatabaseUp):
+        return "U"
     # The last field may hold spaces ("host:h pid:1 0badcafe"), never a line break.
     return f"B {report.worker.replace(chr(10), ' ')}"
 
@@ -107,6 +129,12 @@ def decode_line(line: bytes) -> Decoded:
             return Ended(int(rest))
         if kind == "B":
             return Booted(rest)
+        if kind == "D":
+            return DatabaseDown(rest)
+        if kind == "U":
+            if rest:
+                raise ValueError(rest)
+            return DatabaseUp()
     except ValueError:
         return Malformed(text)
     return Unknown(text)

@@ -12,8 +12,10 @@ pure function of the rows and the `Reclaim` request: only the ids the request na
 
 A claim the child sent just before it died can still commit on the server after the
 master's first look: `Reclaimer.submit` schedules later looks (RECHECK_DELAYS) that
-release whatever turned up. A reclaim that fails (database down) is retried every
-RECLAIM_RETRY_INTERVAL seconds until the locks would have expired anyway.
+release whatever turned up. A reclaim that fails (database down) is retried with a
+back-off (RECLAIM_RETRY_INTERVAL, doubling up to MAX_RECLAIM_RETRY_INTERVAL) until the
+locks would have expired anyway. At exit each pending reclaim gets one last try
+(`flush`), no sooner than its retry was due (`seconds_to_last_tries`): never a hot retry.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from ..schema import get_table
 
 log = logging.getLogger("delayed.supervisor")
 
-RECLAIM_RETRY_INTERVAL = 5.0
+RECLAIM_RETRY_INTERVAL = 5.0  # after a failed reclaim; doubles with each failure
+MAX_RECLAIM_RETRY_INTERVAL = 60.0
 # A claim a child sent just before it was killed can still commit on the server after the
 # master's first look: look again after these delays, releasing whatever turned up.
 RECHECK_DELAYS = (3.0, 30.0)
@@ -133,18 +136,44 @@ class Reclaimer:
             elif self._run(request):
                 self.pending.remove(request)
 
-    def flush(self) -> None:
-        """Before exit: one last try for every pending reclaim (and one late look)."""
-        rechecked: set[str] = set()
-        for request in list(self.pending):
-            if request.recheck and request.worker in rechecked:
+    def failed(self) -> list[Reclaim]:
+        """The pending reclaims the database refused (not the later looks, never tried yet)."""
+        return [r for r in self.pending if not r.recheck]
+
+    def seconds_to_last_tries(self, now: float) -> float:
+        """How long to wait before `flush`: until the failed reclaims' retries are due, at most
+        RECLAIM_RETRY_INTERVAL (so a reclaim refused just before a stop is not retried 5 ms later)."""
+        due = [r.next_try for r in self.failed()]
+        return min(max(due) - now, RECLAIM_RETRY_INTERVAL) if due else 0.0
+
+    def flush(self, skip_failed: bool = False) -> None:
+        """Before exit: one last try for each worker's pending reclaims, then forget them all.
+
+        A failed reclaim looks at all of its worker's rows, so it also covers that worker's
+        later look; a worker with only a later look pending gets that look. `skip_failed`:
+        no last try for the failed ones (a signal cut the wait short), only the later looks.
+        """
+        done: set[str] = set()
+        for request in sorted(self.pending, key=lambda r: r.recheck):  # failed ones first
+            if request.worker in done:
                 continue
-            rechecked.add(request.worker)
-            self._run(request)
+            done.add(request.worker)
+            if skip_failed and not request.recheck:
+                log.warning(
+                    "not trying again to reclaim the jobs of %s (stop requested): they run again "
+                    "once their locks pass the lock timeout (%.0f s)",
+                    request.worker,
+                    request.config.lock_timeout,
+                )
+                continue
+            self._run(request, last=True)
         self.pending.clear()
 
-    def _run(self, request: Reclaim) -> bool:
-        """One look at the child's rows and the writes of its plan; False when it failed."""
+    def _run(self, request: Reclaim, last: bool = False) -> bool:
+        """One look at the child's rows and the writes of its plan; False when it failed.
+
+        `last`: the try before exit; a failure says what becomes of the rows, not "again".
+        """
         request.tries += 1
         config = request.config
         try:
@@ -159,14 +188,25 @@ class Reclaimer:
                     backend.complete(conn, writes.outcomes)
                 released = backend.release(conn, request.worker, writes.release) if writes.release else 0
         except Exception as exc:
-            request.next_try = time.monotonic() + RECLAIM_RETRY_INTERVAL
+            if last:
+                log.error(
+                    "last try to reclaim the jobs of %s on %s before exit failed: %s; not trying "
+                    "again: they run again once their locks pass the lock timeout (%.0f s)",
+                    request.worker,
+                    redact(config.database_url),
+                    describe_error(exc),
+                    config.lock_timeout,
+                )
+                return False
+            delay = min(RECLAIM_RETRY_INTERVAL * 2 ** (request.tries - 1), MAX_RECLAIM_RETRY_INTERVAL)
+            request.next_try = time.monotonic() + delay
             log.error(
                 "reclaiming the jobs of %s on %s failed (try %d): %s; trying again in %.0f s",
                 request.worker,
                 redact(config.database_url),
                 request.tries,
                 describe_error(exc),
-                RECLAIM_RETRY_INTERVAL,
+                delay,
             )
             return False
         if request.recheck and not rows:
