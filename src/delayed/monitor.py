@@ -50,6 +50,7 @@ from .db import describe_error, engine_for, redact
 from .priority import AlertThresholds, config_alerts, name_of
 from .schema import get_table
 from .timeutil import utcnow
+from .wakeup import Wakeup
 
 log = logging.getLogger("delayed.monitor")
 
@@ -284,13 +285,14 @@ class Monitor:
         self.passes += 1
         return metrics
 
-    def run(self, stop: threading.Event | None = None) -> None:
+    def run(self, stop: threading.Event | Wakeup | None = None) -> None:
         """Run a pass every `interval` seconds until `stop` is set (waits after each pass).
 
         A failed pass (database down) is logged and retried at the next interval: the
-        monitor outlives outages.
+        monitor outlives outages. A signal handler that stops it must set a `Wakeup`, not
+        a threading.Event (Event.set takes a lock the interrupted wait may hold).
         """
-        stop = stop if stop is not None else threading.Event()
+        stop = stop if stop is not None else threading.Event()  # nothing will set it
         log.info(
             "Starting monitor on %s: queues=%s interval=%ss",
             redact(self.config.database_url),

@@ -150,8 +150,11 @@ class Worker:
         self._lock = threading.Lock()
         self._busy = 0
         self._held: dict[int, JobRecord] = {}
-        self._stop = threading.Event()
-        self._force = threading.Event()
+        # Plain flags, not threading.Event: stop() runs in signal handlers, and Event.set takes
+        # a lock the interrupted main thread may hold (a deadlock). The loop polls them and
+        # wakes on the wake pipe.
+        self._stop = False
+        self._force = False
         self._signals: collections.deque[tuple[int, bool]] = collections.deque()  # (signum, second)
         self._wake_r, self._wake_w = -1, -1
         # A job thread that ends a job writes the wake pipe only when the loop waits for
@@ -245,20 +248,32 @@ class Worker:
             total / elapsed,
             self.failed,
         )
-        status = 1 if self._force.is_set() else 0
+        status = 1 if self._force else 0
         self._reset()
         return status
 
     def _reset(self) -> None:
         """Ready for another run: clear the stop flags of the one that ended."""
-        self._stop.clear()
-        self._force.clear()
+        self._stop = self._force = False
 
     def stop(self) -> None:
-        """Ask the loop to stop claiming and drain (safe from signal handlers and threads)."""
-        if self._stop.is_set():
-            self._force.set()
-        self._stop.set()
+        """Ask the loop to stop claiming and drain; a second call forces (releases running jobs).
+
+        Safe from signal handlers and other threads: it sets flags and writes a byte to the
+        wake pipe, taking no lock.
+        """
+        if self._stop:
+            self._force = True
+        self._stop = True
+        self._wake()
+
+    def drain(self) -> None:
+        """Stop claiming and let running jobs finish; asking again never forces.
+
+        For callers that may ask more than once for one stop (the supervisor's child: a TERM
+        and a dead master). Signal-safe, as stop().
+        """
+        self._stop = True
         self._wake()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -267,7 +282,7 @@ class Worker:
         Nothing else runs here: a handler runs between two bytecodes of the main thread,
         which may hold the logging lock at that moment.
         """
-        self._signals.append((signum, self._stop.is_set()))
+        self._signals.append((signum, self._stop))
         self.stop()
 
     def _log_signals(self) -> None:
@@ -297,11 +312,11 @@ class Worker:
             # Drain: wait for the running jobs, but let a second signal cut the wait short.
             # (Polled through the wake pipe: a signal handler calling Event.set() while this
             # thread sat in Event.wait() on the same event could deadlock on its lock.)
-            while self._busy > 0 and not self._force.is_set():
+            while self._busy > 0 and not self._force:
                 self._log_signals()
                 self._wait_for_threads(0, 0.05)
             self._log_signals()
-            if self._force.is_set():
+            if self._force:
                 self._release_held()
                 pool.shutdown(wait=False, cancel=True)
             else:
@@ -309,14 +324,15 @@ class Worker:
         self._log_signals()
         if completer is not None:
             completer.stop()
-        if not self._force.is_set():
+        if not self._force:
             self._release_held()
         self._waiter.close()
         self._close_conn()
-        for fd in (self._wake_r, self._wake_w):
+        fds = (self._wake_r, self._wake_w)
+        self._wake_r = self._wake_w = -1  # first: a signal handler landing now writes nothing
+        for fd in fds:
             if fd >= 0:
                 os.close(fd)
-        self._wake_r = self._wake_w = -1
         self._pool = self._completer = None
 
     def _release_unstarted(self, jobs: list[JobRecord]) -> None:
@@ -377,7 +393,7 @@ class Worker:
         next_poll = 0.0
         gather_until: float | None = None  # while gathering free threads for one claim
         half = (self.max_claims + 1) // 2
-        while not self._stop.is_set():
+        while not self._stop:
             free = self.max_claims - self._busy
             if limit is not None:
                 free = min(free, limit - claimed)
@@ -399,7 +415,7 @@ class Worker:
                 if jobs is None:  # the database failed; back off
                     maybe_more = False
                     next_poll = now + min(0.5 * 2 ** min(self._reserve_failures, 6), 30.0)
-                elif jobs and self._stop.is_set():
+                elif jobs and self._stop:
                     self._release_unstarted(jobs)  # the stop came while the claim was in flight
                 else:
                     claimed += len(jobs)

@@ -19,9 +19,9 @@ def test_the_handler_records_and_stops_and_the_drain_logs(
     worker = Worker(config=build_config(None, environ={"DELAYED_DATABASE_URL": jobs.url}))
     with caplog.at_level(logging.DEBUG):
         worker._on_signal(signal.SIGTERM, None)
-        assert worker._stop.is_set() and not worker._force.is_set()
+        assert worker._stop and not worker._force
         worker._on_signal(signal.SIGINT, None)
-        assert worker._force.is_set(), "a second signal forces"
+        assert worker._force, "a second signal forces"
     assert caplog.records == [], "nothing is logged inside the handler"
     with caplog.at_level(logging.INFO, logger="delayed"):
         worker._log_signals()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from .. import statsd
 from ..db import describe_error, redact
 from ..errors import DelayedError
 from ..monitor import Monitor
+from ..wakeup import Wakeup
 from .options import EXIT_FAILED, config_options, fail, load_config
 
 
@@ -78,11 +78,21 @@ def monitor(once: bool, output_format: str, **params: Any) -> None:
         text = render_json(metrics, mon, duration) if output_format == "json" else render_text(metrics)
         click.echo(text)
         return
-    stop = threading.Event()
+    stop = stop_on_signals()
+    try:
+        mon.run(stop)
+    finally:
+        stop.close()
+
+
+def stop_on_signals() -> Wakeup:
+    """A Wakeup that SIGTERM and SIGINT set: the handler only sets a flag and writes a byte
+    (a threading.Event's set() could deadlock on the lock the interrupted wait holds)."""
+    stop = Wakeup()
 
     def on_signal(_signum: int, _frame: Any) -> None:
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    mon.run(stop)
+    return stop

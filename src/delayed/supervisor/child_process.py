@@ -33,6 +33,7 @@ from ..logs import reopen_log_files
 from ..monitor import Monitor
 from ..record import JobRecord
 from ..tracing import instrument_from_config
+from ..wakeup import Wakeup
 from ..worker import Worker
 from . import protocol
 
@@ -122,32 +123,23 @@ class DatabaseWatch:
 
 
 class _Stopper:
-    """Delivers one stop request to the worker, whichever comes first: signal or start.
+    """Delivers a stop request (a TERM, or the master gone) to the worker or the monitor.
 
-    `Worker.run()` clears its stop flag when it starts, so a TERM that arrives before the
-    loop runs is kept here and delivered at the `delayed.worker.start` event. A second
-    `worker.stop()` would mean "force" (release running jobs), so delivery happens once.
+    Called from the SIGTERM handler and from the heartbeat thread, so it takes no lock:
+    it records the request and calls a target that is itself signal-safe and idempotent
+    (`Worker.drain`, `Wakeup.set`), so two requests never make a "second stop" (force).
+    A request that comes before the target is set is kept and checked before the run.
     """
 
     def __init__(self) -> None:
         self.requested = False
-        self.started = False
         self.target: Callable[[], None] | None = None
-        self._once = threading.Lock()
 
     def request(self) -> None:
         self.requested = True
-        if self.started:
-            self._deliver()
-
-    def on_start(self) -> None:
-        self.started = True
-        if self.requested:
-            self._deliver()
-
-    def _deliver(self) -> None:
-        if self.target is not None and self._once.acquire(blocking=False):
-            self.target()
+        target = self.target
+        if target is not None:
+            target()
 
 
 class _Heartbeat(threading.Thread):
@@ -158,7 +150,7 @@ class _Heartbeat(threading.Thread):
         self.spec = spec
         self.reporter = reporter
         self.stopper = stopper
-        self.reopen = threading.Event()
+        self.reopen = False  # set by the SIGUSR1 handler (a plain flag: no lock in a handler)
         self.busy: Callable[[], int] = lambda: 0
         self._title = ""
 
@@ -171,8 +163,8 @@ class _Heartbeat(threading.Thread):
                 orphaned = True
                 log.warning("the supervisor (pid %d) is gone: draining and exiting", self.spec.master_pid)
                 self.stopper.request()
-            if self.reopen.is_set():
-                self.reopen.clear()
+            if self.reopen:
+                self.reopen = False
                 count = reopen_log_files()
                 log.info("child %d reopened %d log file(s)", os.getpid(), count)
             self._update_title(busy)
@@ -199,10 +191,10 @@ def _reset_signals(stopper: _Stopper, heartbeat: _Heartbeat) -> None:
     # child in a background group that writes to the terminal is not stopped (SIGTTOU).
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
-    # Handlers only record and wake: the heartbeat thread and the worker's loop log.
+    # Handlers only record and wake, taking no lock (not even an Event's): the heartbeat
+    # thread and the worker's loop log, and the heartbeat reopens the log files.
     signal.signal(signal.SIGTERM, lambda _s, _f: stopper.request())
-    # Reopening a file inside a signal handler could race a log call; the heartbeat does it.
-    signal.signal(signal.SIGUSR1, lambda _s, _f: heartbeat.reopen.set())
+    signal.signal(signal.SIGUSR1, lambda _s, _f: setattr(heartbeat, "reopen", True))
 
 
 def run_child(spec: ChildSpec) -> int:
@@ -239,7 +231,6 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
         max_priority=spec.max_priority,
         config=spec.config,
     )
-    me = os.getpid()
 
     def on_job_start(record: JobRecord, max_run_time: float) -> None:
         thread = threading.current_thread().name
@@ -248,15 +239,11 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
     def on_job_end(record: JobRecord) -> None:
         reporter.send(protocol.Ended(record.id))
 
-    def on_worker_start(event: events.Event) -> None:
-        if event.payload.get("pid") == me:
-            stopper.on_start()
-
     worker.executor.on_job_start = on_job_start
     worker.executor.on_job_end = on_job_end
     heartbeat.busy = lambda: worker.busy
-    stopper.target = worker.stop
-    events.subscribe("delayed.worker.start", on_worker_start)
+    # drain() before run() still stops it: the worker clears its flags only after a run.
+    stopper.target = worker.drain
     events.subscribe("delayed.worker.reserve_jobs", DatabaseWatch(reporter, worker.name).on_reserve)
     reporter.send(protocol.Booted(worker.name))
     if stopper.requested:  # TERM during boot: nothing claimed yet, nothing to drain
@@ -265,9 +252,13 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
 
 
 def _run_monitor(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
-    stop = threading.Event()
+    stop = Wakeup()
     stopper.target = stop.set
-    stopper.on_start()
+    if stopper.requested:
+        stop.set()
     reporter.send(protocol.Booted(f"monitor pid:{os.getpid()}"))
-    Monitor(spec.config).run(stop)
+    try:
+        Monitor(spec.config).run(stop)
+    finally:
+        stop.close()
     return 0
