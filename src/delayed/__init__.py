@@ -13,6 +13,7 @@ SendEmail.set(priority="interactive", wait=30).perform_later(42)
 from __future__ import annotations
 
 from . import events, jobs, tracing  # jobs: the operator API; the Table is jobs_table
+from . import prometheus as _prometheus  # noqa: F401 - declares [prometheus]
 from .backends import ClaimFilter, Outcome
 from .config import Config, configure, get_config
 from .db import get_engine
@@ -29,6 +30,7 @@ from .job import EnqueueRequest, Job, JobRecord, enqueue_many, job, registered_j
 from .priority import Priority
 from .schema import jobs as jobs_table
 from .schema import metadata
+from .web import settings as _web_settings  # noqa: F401 - declares [web] (no Starlette import)
 from .worker import Worker
 
 __all__ = [

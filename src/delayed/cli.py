@@ -19,6 +19,7 @@ from .db import get_engine, redact
 from .errors import DelayedError
 from .jobs_cli import jobs_group
 from .monitor_cli import monitor
+from .web.command import web
 
 log = logging.getLogger("delayed")
 
@@ -116,10 +117,11 @@ def work(
             instrument_from_config(config)
         except DelayedError as exc:
             fail(str(exc))
-    from . import statsd
+    from . import prometheus, statsd
 
     statsd.install(config)
     try:
+        prometheus.install(config)  # [prometheus] multiproc_dir: job counters and timings
         worker = Worker(config=config)
     except DelayedError as exc:
         fail(str(exc))
@@ -134,6 +136,7 @@ def work(
 
 main.add_command(jobs_group)
 main.add_command(monitor)
+main.add_command(web)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -65,6 +65,13 @@ def render_json(metrics: list[Any], monitor: Any, duration: float) -> str:
     show_default=True,
     help="With --once: how to print the metrics.",
 )
+@click.option(
+    "--prometheus",
+    "prometheus_bind",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve Prometheus metrics on HOST:PORT/metrics (default [prometheus] bind).",
+)
 def monitor(
     config_file: str | None,
     database_url: str | None,
@@ -73,6 +80,7 @@ def monitor(
     interval: str | None,
     once: bool,
     output_format: str,
+    prometheus_bind: str | None,
 ) -> None:
     """Report count, ages and alert_age_percent per queue and priority name (as StatsD gauges)."""
     from . import statsd
@@ -92,6 +100,8 @@ def monitor(
     except (ConfigError, DelayedError) as exc:
         fail(str(exc))
     statsd.install(config)
+    if once and prometheus_bind:
+        fail("--prometheus serves metrics until stopped; it cannot be combined with --once")
     if once:
         started = time.perf_counter()
         try:
@@ -105,6 +115,13 @@ def monitor(
         click.echo(text)
         mon.close()
         return
+    if prometheus_bind or config.section("prometheus")["bind"]:
+        from .prometheus import start_exporter  # [prometheus] / --prometheus: see prometheus.py
+
+        try:
+            start_exporter(config, prometheus_bind)
+        except (ConfigError, ImportError) as exc:
+            fail(str(exc))
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:

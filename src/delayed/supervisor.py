@@ -44,7 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from . import events, statsd
+from . import events, prometheus, statsd
 from .config import Config, build_config, set_config
 from .db import create_engine, describe_error, redact
 from .errors import ConfigError, DelayedError
@@ -1004,6 +1004,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     set_config(settings.config)
     statsd.install(settings.config)  # the master's own events: children spawned, exited, killed
+    prometheus.clear_multiproc_dir(settings.config)  # last run's metric files; children write anew
     try:
         setup_logging(settings.log_level, settings.log_file)
     except OSError as exc:

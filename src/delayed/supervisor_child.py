@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import events, statsd
+from . import events, prometheus, statsd
 from .config import Config, set_config
 from .job import JobRecord
 
@@ -199,6 +199,7 @@ def run_child(spec: ChildSpec) -> int:
     _reset_signals(stopper, heartbeat)
     set_config(spec.config)  # also drops any engine inherited from the master
     statsd.install(spec.config)  # this process's own socket: job timings, monitor gauges
+    prometheus.install(spec.config)  # [prometheus] multiproc_dir: this child's own metric files
     heartbeat.start()
     try:
         if spec.on_worker_boot is not None:

@@ -1,0 +1,79 @@
+"""`delayed web`: serve the dashboard with uvicorn.
+
+    delayed web --bind 127.0.0.1:8080 -c delayed.toml
+    DELAYED_WEB_USERNAME=ops DELAYED_WEB_PASSWORD=... delayed web --bind 0.0.0.0:8080
+
+A non-loopback address without authentication ([web] username/password or [web] auth) is
+refused with exit status 2: the dashboard can discard jobs, so it is never open to a
+network by accident. Behind your own login, mount `delayed.web.create_app(auth=...)`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from ..cli_common import fail, load_config, with_config
+from ..db import redact
+from ..errors import ConfigError
+
+log = logging.getLogger("delayed.web")
+
+
+def check_bind(bind: str, authenticated: bool) -> tuple[str, int]:
+    """(host, port) to listen on; ConfigError for a bad address or an open one without auth."""
+    from .settings import is_loopback, split_address
+
+    try:
+        host, port = split_address(bind)
+    except ValueError as exc:
+        raise ConfigError(f"--bind / [web] bind: {exc}") from None
+    if not authenticated and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve the dashboard on {bind} without authentication: anyone who can "
+            "reach it could retry and discard jobs. Set [web] username and password (or "
+            "DELAYED_WEB_USERNAME / DELAYED_WEB_PASSWORD), or [web] auth, or bind to 127.0.0.1."
+        )
+    return host, port
+
+
+@click.command("web")
+@with_config
+@click.option("--bind", default=None, help="host:port to listen on (default [web] bind, 127.0.0.1:8080).")
+@click.option("--read-only", is_flag=True, default=None, help="Hide every action (also [web] read_only).")
+@click.option("--require", "require", multiple=True, help="Module to import first (repeatable).")
+def web(
+    config_file: str | None,
+    database_url: str | None,
+    bind: str | None,
+    read_only: bool | None,
+    require: tuple[str, ...],
+) -> None:
+    """Serve the web dashboard (overview, jobs, actions, /metrics) until SIGTERM/SIGINT."""
+    config = load_config(config_file, {"database_url": database_url}, require)
+    try:
+        import uvicorn
+
+        from . import create_app
+        from .settings import web_settings
+
+        settings = web_settings(config, bind=bind)
+        app = create_app(config, read_only=True if read_only else None)
+        host, port = check_bind(settings.bind, app.state.authenticated)
+    except ImportError as exc:
+        fail(f"{exc}")
+        return
+    except ConfigError as exc:
+        fail(str(exc))
+        return
+    log.info(
+        "Dashboard for %s on http://%s/%s",
+        redact(config.database_url),
+        settings.bind,
+        " (read-only)" if app.state.dashboard.read_only else "",
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=config.log_level.lower(), access_log=False)
+    except OSError as exc:
+        fail(f"cannot listen on {settings.bind}: {exc.strerror or exc}")
