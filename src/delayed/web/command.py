@@ -11,6 +11,8 @@ network by accident. Behind your own login, mount `delayed.web.create_app(auth=.
 from __future__ import annotations
 
 import logging
+import signal
+from typing import Any
 
 import click
 
@@ -36,6 +38,10 @@ def check_bind(bind: str, authenticated: bool) -> tuple[str, int]:
             "DELAYED_WEB_USERNAME / DELAYED_WEB_PASSWORD), or [web] auth, or bind to 127.0.0.1."
         )
     return host, port
+
+
+def _after_shutdown(_signum: int, _frame: Any) -> None:
+    """uvicorn has already shut down gracefully when it re-raises the signal."""
 
 
 @click.command("web")
@@ -73,6 +79,10 @@ def web(
         settings.bind,
         " (read-only)" if app.state.dashboard.read_only else "",
     )
+    # uvicorn handles SIGTERM/SIGINT itself (a graceful shutdown), then raises the signal
+    # again for the handler it replaced; a no-op handler lets the command end with status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _after_shutdown)
     try:
         uvicorn.run(app, host=host, port=port, log_level=config.log_level.lower(), access_log=False)
     except OSError as exc:
