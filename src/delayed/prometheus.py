@@ -320,10 +320,15 @@ def install(config: Config | None = None) -> WorkerMetrics | None:
                 f"{current!r}; use one directory (unset the variable or make them equal)"
             )
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-        _require_client()
+        try:
+            _require_client()
+        except ImportError:
+            _restore_env(current)
+            raise
         from prometheus_client import values
 
         if not getattr(values.ValueClass, "_multiprocess", False):
+            _restore_env(current)
             log.error(
                 "worker metrics are off: prometheus_client was imported before "
                 "PROMETHEUS_MULTIPROC_DIR was set; set PROMETHEUS_MULTIPROC_DIR=%s in the "
@@ -336,6 +341,13 @@ def install(config: Config | None = None) -> WorkerMetrics | None:
         _installed = metrics
         log.info("Prometheus worker metrics in %s", directory)
         return metrics
+
+
+def _restore_env(previous: str | None) -> None:
+    if previous is None:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = previous
 
 
 def _prepare_dir(path: str) -> str:
