@@ -486,7 +486,16 @@ class Dashboard:
 
     def _act_on_ids(self, action: str, ids: list[int]) -> Any:
         function = {"retry": admin.retry, "discard": admin.discard, "unlock": admin.unlock}[action]
-        return function(ids, bind=self.engine, config=self.config)
+        try:
+            return function(ids, bind=self.engine, config=self.config)
+        finally:
+            self.source.invalidate()  # the overview shows the result, not counts from before
+
+    def _act_on_matching(self, action: str, flt: Any) -> Any:
+        try:
+            return admin.act_on_matching(action, flt, bind=self.engine, config=self.config)
+        finally:
+            self.source.invalidate()
 
     def _selection(self, form: FormData) -> list[int]:
         ids = []
@@ -565,9 +574,7 @@ class Dashboard:
                 flt, _raw = self._filter_from(form)
                 if flt.up_to_id is None:
                     raise ValueError("an action on every matching job needs the confirmation page's up_to_id")
-                result = await run_in_threadpool(
-                    lambda: admin.act_on_matching(action, flt, bind=self.engine, config=self.config)
-                )
+                result = await run_in_threadpool(self._act_on_matching, action, flt)
         except (ValueError, DelayedError) as exc:
             return self.error_page(request, 400, "Bad request", str(exc))
         except sa.exc.SQLAlchemyError as exc:

@@ -148,6 +148,7 @@ class SnapshotSource:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._snapshot: Snapshot | None = None
+        self._invalid_before = 0.0
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
 
@@ -161,16 +162,23 @@ class SnapshotSource:
     def cached(self) -> Snapshot | None:
         return self._snapshot
 
+    def _fresh(self, snapshot: Snapshot | None) -> bool:
+        if snapshot is None:
+            return False
+        return snapshot.age() < self.max_age and snapshot.taken_at > self._invalid_before
+
     def get(self) -> Snapshot:
         """A snapshot no older than max_age (refreshing it if needed)."""
-        current = self._snapshot
-        if current is not None and current.age() < self.max_age:
-            return current
+        if self._fresh(self._snapshot):
+            return self._snapshot  # type: ignore[return-value]
         with self._refreshing:
-            current = self._snapshot
-            if current is not None and current.age() < self.max_age:
-                return current  # another thread refreshed while we waited
+            if self._fresh(self._snapshot):
+                return self._snapshot  # type: ignore[return-value]  # refreshed while we waited
             return self._refresh_locked()
+
+    def invalidate(self) -> None:
+        """The table just changed (an operator's action): the next get() queries again."""
+        self._invalid_before = time.time()
 
     def refresh(self) -> Snapshot:
         """Run the queries now (the sampler thread), unless another refresh is running."""
