@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -62,10 +63,18 @@ def basic_auth(username: str, password: str, realm: str = "delayed") -> AuthChec
 
 
 def wrap_callable(auth: Callable[[Request], Any]) -> AuthCheck:
-    """Accept a sync or async `auth(request)`; its result is interpreted by AuthGate."""
+    """Accept a sync or async `auth(request)`; its result is interpreted by AuthGate.
+
+    A plain function runs in the thread pool, so it may block (read a session from a
+    database, call Django's ORM) without stalling the event loop.
+    """
+    method = type(auth).__call__ if not inspect.isfunction(auth) and not inspect.ismethod(auth) else None
+    is_async = inspect.iscoroutinefunction(auth) or inspect.iscoroutinefunction(method)
 
     async def check(request: Request) -> Any:
-        result = auth(request)
+        if is_async:
+            return await auth(request)
+        result = await run_in_threadpool(auth, request)
         if inspect.isawaitable(result):
             result = await result
         return result
