@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from delayed import schema  # noqa: E402
 from delayed.config import build_config  # noqa: E402
 from delayed.db import create_engine  # noqa: E402
-from delayed.jobs import JobFilter, _decode_cursor, page_query  # noqa: E402
+from delayed.jobs import JobFilter, page_query  # noqa: E402
 from delayed.schema import get_table  # noqa: E402
 from delayed.timeutil import utcnow  # noqa: E402
 
@@ -43,8 +43,9 @@ from delayed.timeutil import utcnow  # noqa: E402
 # g % 5 = 0: scheduled (run_at up to an hour ahead); g % 2000 = 1: running (locked now);
 # g % 2000 = 11: a stale lock (older than the lock timeout: ready again). The rest: ready.
 # Queue, name, priority and error text use other divisors, so that every queue, name and
-# priority has failed rows (no accidental correlation with the state). One row in 10,000
-# (100 failed ones at 1M) has the rare error "QuotaExceeded".
+# priority has failed rows (no accidental correlation with the state), except the queue
+# "newsletter" (g % 20 = 0: 50k live rows, none failed), a filter the planner misjudges. One
+# row in 10,000 (100 failed ones at 1M) has the rare error "QuotaExceeded".
 FILL = """
 INSERT INTO delayed_jobs (priority, attempts, handler, name, queue, run_at, locked_at, locked_by,
                           failed_at, last_error, created_at, updated_at)
@@ -53,7 +54,8 @@ SELECT (g / 13) % 40,
        '{"job":"bench.job' || ((g / 11) % 20) || '","args":[' || g || ',"user' || g || '@example.com"],'
          || '"kwargs":{"note":"<b>escaped</b>"},"job_id":"' || md5(g::text) || '"}',
        'bench.job' || ((g / 11) % 20),
-       (ARRAY['default','mail','reports','billing','search'])[1 + (g / 7) % 5],
+       CASE WHEN g % 20 = 0 THEN 'newsletter'
+            ELSE (ARRAY['default','mail','reports','billing','search'])[1 + (g / 7) % 5] END,
        now_utc + make_interval(secs => CASE WHEN g % 5 = 0 THEN 600 + g % 3600 ELSE -(g % 7200) END),
        CASE WHEN g % 2000 = 1 THEN now_utc - make_interval(secs => g % 120)
             WHEN g % 2000 = 11 THEN now_utc - interval '2 hours' END,
@@ -141,29 +143,103 @@ PAGES = [
     ("jobs: all, first page", "/jobs?state=all"),
     ("jobs: ready (pickup order)", "/jobs?state=ready"),
     ("jobs: scheduled", "/jobs?state=scheduled"),
-    ("jobs: running", "/jobs?state=running"),
     ("jobs: erroring", "/jobs?state=erroring"),
+    ("jobs: running (500 rows; no index can serve it)", "/jobs?state=running"),
     ("jobs: failed, queue=mail", "/jobs?state=failed&queue=mail"),
     ("jobs: failed, name=bench.job7", "/jobs?state=failed&name=bench.job7"),
     ("jobs: failed, priority=reporting", "/jobs?state=failed&priority=reporting"),
     ("jobs: failed, error~TimeoutError", "/jobs?state=failed&error=TimeoutError"),
-    ("jobs: failed, error~QuotaExceeded (10 rows)", "/jobs?state=failed&error=QuotaExceeded"),
     ("jobs: all, queue=billing, name=bench.job3", "/jobs?state=all&queue=billing&name=bench.job3"),
     ("job detail", "/jobs/7"),
     ("/metrics (cached gauges)", "/metrics"),
 ]
+# Filters whose matches are rare among failed rows: the existing indexes cannot bound these
+# (see "proposed index" below).
+HARD_PAGES = [
+    ("jobs: failed, queue=newsletter (0 failed of 50k)", "/jobs?state=failed&queue=newsletter"),
+    ("jobs: failed, error~QuotaExceeded (100 rows)", "/jobs?state=failed&error=QuotaExceeded"),
+]
+PROPOSED_INDEX = (
+    "CREATE INDEX idx_delayed_jobs_failed_list ON delayed_jobs (id) INCLUDE (queue, priority, name) "
+    "WHERE failed_at IS NOT NULL"
+)
+TRIGRAM_INDEX = (
+    "CREATE INDEX idx_delayed_jobs_failed_error ON delayed_jobs USING gin (last_error gin_trgm_ops) "
+    "WHERE failed_at IS NOT NULL"
+)
+CASES = [
+    ("failed", JobFilter(state="failed")),
+    ("all", JobFilter(state="all")),
+    ("ready", JobFilter(state="ready")),
+    ("scheduled", JobFilter(state="scheduled")),
+    ("running", JobFilter(state="running")),
+    ("erroring", JobFilter(state="erroring")),
+    ("failed queue=mail", JobFilter(state="failed", queue="mail")),
+    ("failed name=bench.job7", JobFilter(state="failed", name="bench.job7")),
+    ("failed priority=reporting", JobFilter(state="failed", priority="reporting")),
+    ("failed error~TimeoutError", JobFilter(state="failed", error="TimeoutError")),
+    ("all queue=billing name=bench.job3", JobFilter(state="all", queue="billing", name="bench.job3")),
+    ("failed queue=newsletter (no match)", JobFilter(state="failed", queue="newsletter")),
+    ("failed error~QuotaExceeded (rare)", JobFilter(state="failed", error="QuotaExceeded")),
+]
 
 
 def explain(engine: sa.Engine, config: Any, label: str, flt: JobFilter, after: str | None) -> list[str]:
-    table = get_table()
-    query = page_query(flt, after, 50, table, utcnow(), config, "postgresql")
+    """Print one line (execution time, the scan used) and return the whole plan."""
+    query = page_query(flt, after, 50, get_table(), utcnow(), config, "postgresql")
     compiled = query.compile(engine)
     with engine.connect() as conn:
         plan = list(conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}", compiled.params).scalars())
-    node = plan[1].strip() if len(plan) > 1 else plan[0]
     total = next((line for line in plan if line.startswith("Execution Time")), "")
-    print(f"  {label:<46} {total:<28} {node[:110]}")
+    scans = [
+        line.strip().split("  (")[0].lstrip("-> ") for line in plan if " Scan " in line or "Scan on" in line
+    ]
+    print(f"  {label:<40} {total:<28} {'; '.join(scans)[:110]}")
     return plan
+
+
+def time_pages(url: str, pages: list[tuple[str, str]], requests: int, deep: bool) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_web(url, port, "15s")
+    try:
+        with httpx.Client(timeout=120) as client:
+            wait_up(client, base)
+            client.get(base + "/")  # the first overview waits for the first query set
+            time.sleep(1)
+            for label, path in pages:
+                median, worst, status = timed(client, base + path, requests)
+                print(f"  {label:<50} {median:8.1f} {worst:8.1f}   HTTP {status}")
+            if deep:
+                for state in ("failed", "ready"):
+                    deep_url = follow(client, base, f"/jobs?state={state}", 100)
+                    median, worst, status = timed(client, deep_url, requests)
+                    label = f"jobs: {state}, page 101 (keyset)"
+                    print(f"  {label:<50} {median:8.1f} {worst:8.1f}   HTTP {status}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def cold_overview(url: str) -> None:
+    """Without the sampler (sample_interval 0) an overview past the cache pays the queries."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_web(url, port, "0")
+    try:
+        with httpx.Client(timeout=120) as client:
+            wait_up(client, base)
+            times = []
+            for _ in range(4):
+                time.sleep(10.5)  # past the 10 s cache
+                began = time.perf_counter()
+                client.get(base + "/")
+                times.append((time.perf_counter() - began) * 1000)
+        label = "overview, cold (sample_interval 0, cache miss)"
+        print(f"  {label:<50} {statistics.median(times):8.1f} {max(times):8.1f}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def main() -> None:
@@ -171,6 +247,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=15)
     parser.add_argument("--plans", action="store_true", help="Print every full EXPLAIN plan.")
+    parser.add_argument(
+        "--proposed-indexes",
+        action="store_true",
+        help="Then add the proposed failed-job index (and pg_trgm on last_error) and measure again.",
+    )
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     name = f"pyd_webbench_{uuid.uuid4().hex[:8]}"
@@ -178,7 +259,7 @@ def main() -> None:
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     url = sa.make_url(args.admin_url).set(database=name).render_as_string(hide_password=False)
-    server = None
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
     try:
         engine = create_engine(url)
         schema.migrate(engine)
@@ -197,69 +278,34 @@ def main() -> None:
         )
         config = build_config(environ={}, overrides={"database_url": url})
 
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = start_web(url, port, "15s")
-        with httpx.Client(timeout=60) as client:
-            wait_up(client, base)
-            client.get(base + "/")  # the first overview waits for the first query set
-            time.sleep(1)
-            print(f"\nHTTP, {args.requests} requests each after 2 warm-ups (median / worst, ms):")
-            for label, path in PAGES:
-                median, worst, status = timed(client, base + path, args.requests)
-                print(f"  {label:<46} {median:7.1f} {worst:7.1f}   HTTP {status}")
-            deep = follow(client, base, "/jobs?state=failed", 100)
-            median, worst, status = timed(client, deep, args.requests)
-            print(f"  {'jobs: failed, page 101 (keyset)':<46} {median:7.1f} {worst:7.1f}   HTTP {status}")
-            deep_ready = follow(client, base, "/jobs?state=ready", 100)
-            median, worst, status = timed(client, deep_ready, args.requests)
-            print(f"  {'jobs: ready, page 101 (keyset)':<46} {median:7.1f} {worst:7.1f}   HTTP {status}")
-        server.terminate()
-        server.wait(timeout=30)
+        print(f"\nHTTP, {args.requests} requests each after 2 warm-ups (median / worst, ms):")
+        time_pages(url, PAGES + HARD_PAGES, args.requests, deep=True)
+        cold_overview(url)
 
-        # Without the sampler (sample_interval 0) an overview past the cache pays the queries.
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = start_web(url, port, "0")
-        with httpx.Client(timeout=60) as client:
-            wait_up(client, base)
-            times = []
-            for _ in range(5):
-                time.sleep(10.5)  # past the 10 s cache
+        print("\nEXPLAIN ANALYZE of the jobs-page queries (execution time, scans):")
+        plans = {label: explain(engine, config, label, flt, None) for label, flt in CASES}
+        if args.proposed_indexes:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 began = time.perf_counter()
-                client.get(base + "/")
-                times.append((time.perf_counter() - began) * 1000)
-            print(
-                f"  {'overview, cold (sample_interval 0, cache miss)':<46} "
-                f"{statistics.median(times):7.1f} {max(times):7.1f}"
-            )
-        server.terminate()
-        server.wait(timeout=30)
-        server = None
-
-        print("\nEXPLAIN ANALYZE of the jobs-page queries (execution time, top plan node):")
-        cases = [
-            ("failed", JobFilter(state="failed")),
-            ("all", JobFilter(state="all")),
-            ("ready", JobFilter(state="ready")),
-            ("scheduled", JobFilter(state="scheduled")),
-            ("running", JobFilter(state="running")),
-            ("erroring", JobFilter(state="erroring")),
-            ("failed queue=mail", JobFilter(state="failed", queue="mail")),
-            ("failed name=bench.job7", JobFilter(state="failed", name="bench.job7")),
-            ("failed priority=reporting", JobFilter(state="failed", priority="reporting")),
-            ("failed error~TimeoutError", JobFilter(state="failed", error="TimeoutError")),
-            ("failed error~QuotaExceeded", JobFilter(state="failed", error="QuotaExceeded")),
-            ("all queue=billing name=bench.job3", JobFilter(state="all", queue="billing", name="bench.job3")),
-        ]
-        plans = {}
-        for label, flt in cases:
-            plans[label] = explain(engine, config, label, flt, None)
-        cursor = re.search(r"after=([^&\"]+)", deep_ready)
-        if cursor:
-            _decode_cursor(cursor.group(1), "pickup")
-            plans["ready page 101"] = explain(
-                engine, config, "ready, page 101", JobFilter(state="ready"), cursor.group(1)
+                conn.exec_driver_sql(PROPOSED_INDEX)
+                took = time.perf_counter() - began
+                conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+                began = time.perf_counter()
+                conn.exec_driver_sql(TRIGRAM_INDEX)
+                took_trgm = time.perf_counter() - began
+                conn.exec_driver_sql("VACUUM ANALYZE delayed_jobs")
+                sizes = conn.exec_driver_sql(
+                    "SELECT pg_size_pretty(pg_relation_size('idx_delayed_jobs_failed_list')), "
+                    "pg_size_pretty(pg_relation_size('idx_delayed_jobs_failed_error'))"
+                ).one()
+            print(f"\nWith the proposed index ({took:.1f}s to build, {sizes[0]}):\n  {PROPOSED_INDEX}")
+            print(f"and the optional trigram index ({took_trgm:.1f}s, {sizes[1]}):\n  {TRIGRAM_INDEX}")
+            failed_cases = [(label, flt) for label, flt in CASES if flt.state == "failed"]
+            for label, flt in failed_cases:
+                plans[label + " +index"] = explain(engine, config, label, flt, None)
+            print("HTTP (median / worst, ms):")
+            time_pages(
+                url, [p for p in PAGES + HARD_PAGES if "state=failed" in p[1]], args.requests, deep=False
             )
         if args.plans:
             for label, plan in plans.items():
@@ -267,13 +313,11 @@ def main() -> None:
                 print("\n".join(plan))
         engine.dispose()
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
         print(f"dropped {name}")
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -262,5 +262,17 @@ def _run_monitor(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
     stopper.target = stop.set
     stopper.on_start()
     reporter.send(f"B monitor pid:{os.getpid()}")
+    if spec.config.section("prometheus")["bind"]:
+        _serve_prometheus(spec.config)
     Monitor(spec.config).run(stop)
     return 0
+
+
+def _serve_prometheus(config: Any) -> None:
+    """[prometheus] bind: this host's /metrics from the monitor child (table gauges, and the
+    other children's job metrics from multiproc_dir). A busy port is logged, not fatal: the
+    monitor goes on, and a respawned child would only hit the same port again."""
+    try:
+        prometheus.start_exporter(config)
+    except Exception as exc:
+        log.error("monitor child: no Prometheus exporter: %s", exc)

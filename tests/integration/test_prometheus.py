@@ -275,10 +275,17 @@ def test_install_refuses_a_client_imported_without_the_directory(
 
 @pytest.mark.slow
 def test_supervisor_children_counters_reach_the_exporter(sups, pg, tmp_path: Path) -> None:  # noqa: F811
+    """Worker children write job metrics; the monitor child serves them with the table's gauges
+    ([supervisor] monitor = true and [prometheus] bind); `delayed monitor --prometheus` on the
+    same host reads the same files."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_99999.db").write_bytes(b"")  # a previous run's file: cleared at start
-    sup: Sup = sups({"workers": 2, "max_claims": 1}, prometheus={"multiproc_dir": str(metrics_dir)})
+    port = _free_port()
+    sup: Sup = sups(
+        {"workers": 2, "max_claims": 1, "monitor": True},
+        prometheus={"multiproc_dir": str(metrics_dir), "bind": f"127.0.0.1:{port}", "cache": "1s"},
+    )
     delayed.configure(database_url=pg.url)
     for i in range(10):
         Sleep.set(queue="mail", priority="interactive").perform_later(0.5, token=f"t{i}")
@@ -291,30 +298,59 @@ def test_supervisor_children_counters_reach_the_exporter(sups, pg, tmp_path: Pat
     assert "counter_99999.db" not in files
     pids = {int(name.rsplit("_", 1)[1].removesuffix(".db")) for name in files}
     assert sup.pid not in pids  # only the children ran jobs
-    assert len(pids) >= 2, files  # both children counted (ten half-second jobs, one at a time each)
-
-    port = _free_port()
-    config_path = tmp_path / "exporter.toml"
-    config_path.write_text(
-        render_toml({"delayed": {"database_url": pg.url}, "prometheus": {"multiproc_dir": str(metrics_dir)}})
-    )
-    exporter = subprocess.Popen(
-        delayed_cmd(
-            "monitor", "-c", str(config_path), "--prometheus", f"127.0.0.1:{port}", "--interval", "1h"
-        ),
-        env=subprocess_env(None),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=str(TESTS),
-    )
+    assert len(pids) >= 2, files  # both workers counted (ten half-second jobs, one at a time each)
     try:
-        got = samples(scrape(f"http://127.0.0.1:{port}/metrics", exporter))
+        text = wait_for(
+            lambda: _metrics_when(f"http://127.0.0.1:{port}/metrics", "delayed_jobs_failed_total"), 60
+        )
+        got = samples(str(text))
+        check_worker_metrics(got)
+        assert (
+            got["delayed_jobs"][(("priority", "user_visible"), ("queue", "mail"), ("state", "failed"))] == 2
+        )
+
+        # The standalone exporter on the same host reads the same files.
+        other_port = _free_port()
+        config_path = tmp_path / "exporter.toml"
+        config_path.write_text(
+            render_toml(
+                {"delayed": {"database_url": pg.url}, "prometheus": {"multiproc_dir": str(metrics_dir)}}
+            )
+        )
+        exporter = subprocess.Popen(
+            delayed_cmd(
+                "monitor",
+                "-c",
+                str(config_path),
+                "--prometheus",
+                f"127.0.0.1:{other_port}",
+                "--interval",
+                "1h",
+            ),
+            env=subprocess_env(None),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=str(TESTS),
+        )
+        try:
+            check_worker_metrics(samples(scrape(f"http://127.0.0.1:{other_port}/metrics", exporter)))
+        finally:
+            stop(exporter)
     finally:
-        stop(exporter)
         sup.signal(signal.SIGTERM)
         assert sup.wait(90) == 0, sup.log()[-4000:]
 
+
+def _metrics_when(url: str, name: str) -> str | None:
+    try:
+        text = httpx.get(url, timeout=10).text
+    except httpx.TransportError:
+        return None
+    return text if name in text else None
+
+
+def check_worker_metrics(got: dict[str, dict[tuple[tuple[str, str], ...], float]]) -> None:
     def value(name: str, **labels: str) -> float:
         return got[name].get(tuple(sorted(labels.items())), 0.0)
 
@@ -329,5 +365,3 @@ def test_supervisor_children_counters_reach_the_exporter(sups, pg, tmp_path: Pat
     assert value("delayed_job_duration_seconds_sum", outcome="success", **mail_i) >= 10 * 0.5
     assert value("delayed_job_duration_seconds_bucket", le="0.25", outcome="success", **mail_i) == 0
     assert value("delayed_job_duration_seconds_bucket", le="+Inf", outcome="success", **mail_i) == 10
-    # And the table's gauges from the same scrape: two failed rows are left.
-    assert value("delayed_jobs", state="failed", **mail_u) == 2
