@@ -12,6 +12,7 @@ moment): process start-up (imports, connecting) is left out for every system ali
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,16 +99,13 @@ def find_python(module: str) -> str | None:
 class System:
     """One job system: how to drive it and how to read its progress from the database."""
 
-    name: str
+    name: str  # the column it is reported under
     python: str
     driver: Path
-    remaining_sql: str  # jobs not yet done
+    progress_sql: str  # one row: (jobs not yet done, jobs claimed/running and not done)
     failed_sql: str | None = None  # jobs that ended badly (must stay 0)
     supervisor: bool = False  # ours: run the supervisor instead of W `delayed work` processes
-
-    @property
-    def ours(self) -> bool:
-        return self.name == "pydelayed"
+    ours: bool = False
 
     def run_driver(self, *args: str, timeout: float = 600) -> str:
         cmd = [self.python, str(self.driver), *args]
@@ -124,18 +122,60 @@ class System:
             env["BENCH_UDP_PORT"] = str(udp_port)
         return env
 
+    def settings(self, threads: int) -> dict[str, Any]:
+        """The settings its workers run with (each driver's `settings` command), for the JSON."""
+        if self.ours:
+            mode = "delayed-supervisor" if self.supervisor else "delayed work"
+            return {"mode": mode, "max_claims": threads, "job": "synchronous perform in threads"}
+        return json.loads(self.run_driver("settings", "-", "--concurrency", str(threads)))
+
+    def variant(self, name: str, **changes: Any) -> System:
+        """The same system under another name with other settings (e.g. ours without supervisor)."""
+        return replace(self, name=name, **changes)
+
     def worker_commands(
-        self, db: Scratch, workers: int, threads: int, exit_on_complete: bool
+        self,
+        db: Scratch,
+        workers: int,
+        threads: int,
+        exit_on_complete: bool,
+        hosts: int = 1,
+        require: str = "bench_jobs",
     ) -> list[list[str]]:
+        """The processes to start: W peer workers, W `delayed work`, or `hosts` supervisors.
+
+        `hosts` > 1 starts that many supervisors on the same database, each with its share of
+        the W children, standing in for separate machines (ours only). Until the worker
+        registry exists they know nothing of each other, so this only adds claim contention;
+        the scale scenario exposes it as `--scale-hosts` for when it does.
+        """
         if not self.ours:
             return [[self.python, str(self.driver), "work", db.dsn, "--concurrency", str(threads)]] * workers
-        base = [sys.executable, "-m", "delayed.cli"]
-        common = ["--database-url", db.url, "--require", "bench_jobs"]
         if self.supervisor:
+            shares = [workers // hosts + (1 if i < workers % hosts else 0) for i in range(hosts)]
             return [
-                [sys.executable, "-m", "delayed.supervisor", "-c", supervisor_config(db, workers, threads)]
+                [
+                    sys.executable,
+                    "-m",
+                    "delayed.supervisor",
+                    "-c",
+                    supervisor_config(db, share, threads, require),
+                ]
+                for share in shares
+                if share
             ]
-        cmd = [*base, "work", *common, "--max-claims", str(threads)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "delayed.cli",
+            "work",
+            "--database-url",
+            db.url,
+            "--require",
+            require,
+            "--max-claims",
+            str(threads),
+        ]
         if exit_on_complete:
             cmd.append("--exit-on-complete")
         return [cmd] * workers
@@ -146,65 +186,74 @@ class System:
         return "Starting worker" if self.ours else "READY"
 
 
-def supervisor_config(db: Scratch, workers: int, threads: int) -> str:
+def supervisor_config(db: Scratch, workers: int, threads: int, require: str = "bench_jobs") -> str:
     """A TOML file for `delayed-supervisor -c`: W children of C threads on the scratch database."""
     fd, path = tempfile.mkstemp(prefix="pyd-bench-", suffix=".toml")
     with os.fdopen(fd, "w") as handle:
         handle.write(
-            f'[delayed]\ndatabase_url = "{db.url}"\nrequire = ["bench_jobs"]\nmax_claims = {threads}\n'
+            f'[delayed]\ndatabase_url = "{db.url}"\nrequire = ["{require}"]\nmax_claims = {threads}\n'
             f"\n[supervisor]\nworkers = {workers}\n"
         )
     return path
+
+
+OURS_PROGRESS = "SELECT count(*), count(locked_at) FROM delayed_jobs"
+
+SPECS = {
+    # name: (module to import, driver, progress SQL (left, claimed), failed SQL)
+    "pydelayed": (
+        "delayed",
+        "ours_driver.py",
+        OURS_PROGRESS,
+        "SELECT count(*) FROM delayed_jobs WHERE failed_at IS NOT NULL",
+    ),
+    "pgqueuer": (
+        "pgqueuer",
+        "peers/pgqueuer_driver.py",
+        "SELECT count(*), count(*) FILTER (WHERE status = 'picked') FROM pgqueuer",
+        "SELECT count(*) FROM pgqueuer_log WHERE status IN ('exception', 'failed')",
+    ),
+    "oban": (
+        "oban",
+        "peers/oban_driver.py",
+        "SELECT count(*) FILTER (WHERE state NOT IN ('completed', 'discarded', 'cancelled')), "
+        "count(*) FILTER (WHERE state = 'executing') FROM oban_jobs",
+        "SELECT count(*) FROM oban_jobs WHERE state IN ('discarded', 'retryable')",
+    ),
+    "chancy": (
+        "chancy",
+        "peers/chancy_driver.py",
+        "SELECT count(*) FILTER (WHERE state NOT IN ('succeeded', 'failed')), "
+        "count(*) FILTER (WHERE state = 'running') FROM chancy_jobs",
+        "SELECT count(*) FROM chancy_jobs WHERE state IN ('failed', 'retrying')",
+    ),
+    "procrastinate": (
+        "procrastinate",
+        "peers/procrastinate_driver.py",
+        "SELECT count(*) FILTER (WHERE status IN ('todo', 'doing')), "
+        "count(*) FILTER (WHERE status = 'doing') FROM procrastinate_jobs",
+        "SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'",
+    ),
+}
 
 
 def make_systems(names: list[str], supervisor: bool = False) -> tuple[list[System], dict[str, str]]:
     """The systems that can run here, and why the others cannot."""
     systems: list[System] = []
     missing: dict[str, str] = {}
-    specs = {
-        "pydelayed": (
-            "delayed",
-            "ours_driver.py",
-            "SELECT count(*) FROM delayed_jobs",
-            "SELECT count(*) FROM delayed_jobs WHERE failed_at IS NOT NULL",
-        ),
-        "pgqueuer": (
-            "pgqueuer",
-            "peers/pgqueuer_driver.py",
-            "SELECT count(*) FROM pgqueuer",
-            "SELECT count(*) FROM pgqueuer_log WHERE status IN ('exception', 'failed')",
-        ),
-        "oban": (
-            "oban",
-            "peers/oban_driver.py",
-            "SELECT count(*) FROM oban_jobs WHERE state NOT IN ('completed', 'discarded', 'cancelled')",
-            "SELECT count(*) FROM oban_jobs WHERE state IN ('discarded', 'retryable')",
-        ),
-        "chancy": (
-            "chancy",
-            "peers/chancy_driver.py",
-            "SELECT count(*) FROM chancy_jobs WHERE state NOT IN ('succeeded', 'failed')",
-            "SELECT count(*) FROM chancy_jobs WHERE state IN ('failed', 'retrying')",
-        ),
-        "procrastinate": (
-            "procrastinate",
-            "peers/procrastinate_driver.py",
-            "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')",
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'",
-        ),
-    }
     for name in names:
-        module, driver, remaining, failed = specs[name]
-        python = sys.executable if name == "pydelayed" else find_python(module)
+        if name not in SPECS:
+            raise SystemExit(f"unknown system {name!r}: choose from {', '.join(SPECS)}")
+        module, driver, progress, failed = SPECS[name]
+        ours = name == "pydelayed"
+        python = sys.executable if ours else find_python(module)
         if python is None:
             missing[name] = (
                 f"`import {module}` fails in every interpreter tried (set BENCH_PEER_PYTHON, or run "
                 "bench/setup_peers.sh)"
             )
             continue
-        systems.append(
-            System(name, python, BENCH / driver, remaining, failed, supervisor and name == "pydelayed")
-        )
+        systems.append(System(name, python, BENCH / driver, progress, failed, supervisor and ours, ours))
     return systems, missing
 
 
@@ -260,6 +309,23 @@ class Workers:
                         children.append(child.memory_info().rss / 2**20)
         return {"main": mains, "children": children}
 
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Every line of the workers' output that is a JSON object (e.g. ceiling.py's counters)."""
+        found = []
+        for log in self.logs:
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        found.append(json.loads(line))
+        return found
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait for every process to exit by itself; False if some are still running."""
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.alive()
+
     def alive(self) -> bool:
         return any(proc.poll() is None for proc in self.procs)
 
@@ -283,29 +349,118 @@ class Workers:
 
 # ----------------------------------------------------------------------------- measuring
 def count(engine: sa.Engine, sql: str) -> int:
+    """The first column of the first row of `sql` (a progress query's first column: jobs left)."""
     with engine.connect() as conn:
-        return int(conn.exec_driver_sql(sql).scalar_one())
+        return int(conn.exec_driver_sql(sql).first()[0])
+
+
+CpuSample = dict[int, tuple[float, bool]]  # pid -> (CPU seconds, is a started process)
+
+
+def cpu_seconds(workers: Workers) -> CpuSample:
+    """pid -> (user + system CPU seconds, is a main process) for every worker and child."""
+    seen: CpuSample = {}
+    for proc in workers.procs:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(proc.pid)
+            t = p.cpu_times()
+            seen[p.pid] = (t.user + t.system, True)
+            for child in p.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    c = child.cpu_times()
+                    seen[child.pid] = (c.user + c.system, False)
+    return seen
+
+
+def cpu_shares(before: CpuSample, after: CpuSample, span: float) -> dict[str, float]:
+    """CPU used between two cpu_seconds() samples, as a share of one core over `span` seconds.
+
+    `main` is the busiest of the processes the harness started (for ours under the supervisor:
+    the master), `children` the sum over their children alive at both samples.
+    """
+    mains = [after[pid][0] - before[pid][0] for pid in after if pid in before and after[pid][1]]
+    children = sum(after[pid][0] - before[pid][0] for pid in after if pid in before and not after[pid][1])
+    span = max(span, 1e-9)
+    return {
+        "main_cpu_share": max(mains, default=0.0) / span,
+        "main_cpu_s": max(mains, default=0.0),
+        "children_cpu_share": children / span,
+    }
+
+
+CLAIM_INDEX = "idx_delayed_jobs_live"
+CLAIMS_SQL = (
+    "SELECT coalesce(sum(idx_scan), 0), count(*) FROM pg_stat_user_indexes "
+    f"WHERE relname = 'delayed_jobs' AND indexrelname = '{CLAIM_INDEX}'"
+)
+
+
+def claim_scans(engine: sa.Engine) -> int | None:
+    """Scans of pydelayed's pickup index so far: one per claim statement (PostgreSQL only).
+
+    Every claim starts with one index scan of the pickup index (its plan: `Index Scan using
+    idx_delayed_jobs_live` under LockRows); nothing else in a drain reads that index (the
+    harness counts with a plain count(*), deletes go by primary key). PostgreSQL publishes a
+    backend's counters when it goes idle (at most once a second) and when it exits, so read this
+    after the workers have stopped. None when the index is not there (renamed: update CLAIM_INDEX).
+    """
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+        scans, found = conn.exec_driver_sql(CLAIMS_SQL).one()
+        conn.rollback()
+    return int(scans) if found else None
+
+
+def settled_claim_scans(engine: sa.Engine, wait: float = 3.0) -> int | None:
+    """claim_scans() once it stops changing (exited backends publish their counters late)."""
+    last = claim_scans(engine)
+    deadline = time.monotonic() + wait
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = claim_scans(engine)
+        if now == last:
+            break
+        last = now
+    return last
 
 
 def watch_drain(engine: sa.Engine, sql: str, workers: Workers, timeout: float) -> dict[str, Any]:
-    """Poll the remaining count until 0; rate over the span after the first job was done."""
+    """Poll (left, claimed) until nothing is left; rate over the span after the first job was done.
+
+    Also measured over that span: rows claimed but not yet done (sampled every poll: for no-op
+    jobs nearly all of them wait for a thread or for their DELETE, i.e. locked-but-idle), the CPU
+    share of the started processes and of their children (psutil), the RSS of each.
+    """
     initial = None
     first_t = first_left = None
     busy_main: list[float] = []
     busy_children: list[float] = []
+    locked: list[int] = []
+    progress: list[tuple[float, int]] = []
+    cpu_before: CpuSample = {}
+    cpu_last: CpuSample = {}  # latest sample per pid: a `--exit-on-complete` worker may be gone at the end
     next_rss = 0.0
     deadline = time.monotonic() + timeout
     with engine.connect() as conn:
         while True:
             now = time.perf_counter()
-            left = int(conn.exec_driver_sql(sql).scalar_one())
+            row = conn.exec_driver_sql(sql).first()
             conn.rollback()
+            left = int(row[0])
+            claimed = int(row[1]) if len(row) > 1 and row[1] is not None else None
+            progress.append((now - workers.started, left))
             if initial is None:
                 initial = left
             if first_t is None and left < initial:
                 first_t, first_left = now, left
+                cpu_before = cpu_seconds(workers)
+            if first_t is not None and claimed is not None and left:
+                locked.append(claimed)
             if left == 0:
                 done_t = now
+                cpu_after = {**cpu_last, **cpu_seconds(workers)}
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(
@@ -315,6 +470,8 @@ def watch_drain(engine: sa.Engine, sql: str, workers: Workers, timeout: float) -
                 rss = workers.rss_mb()
                 busy_main.extend(rss["main"])
                 busy_children.extend(rss["children"])
+                if first_t is not None:
+                    cpu_last.update(cpu_seconds(workers))
                 next_rss = now + 0.25
             if not workers.alive():
                 raise RuntimeError(f"workers exited with {left} jobs left:\n{workers.output()}")
@@ -331,7 +488,22 @@ def watch_drain(engine: sa.Engine, sql: str, workers: Workers, timeout: float) -
         "wall_rate": (initial or 0) / wall,
         "rss_busy_mb": max(busy_main, default=None),
         "rss_busy_children_mb": max(busy_children, default=None),
+        "locked_mean": statistics.fmean(locked) if locked else None,
+        "locked_max": max(locked, default=None),
+        **cpu_shares(cpu_before, cpu_after, span),
+        "progress": _thin(progress, 200),
     }
+
+
+def _thin(points: list[tuple[float, int]], keep: int) -> list[tuple[float, int]]:
+    """At most `keep` points, evenly picked, the last one always kept (for charts)."""
+    if len(points) <= keep:
+        return [(round(t, 3), n) for t, n in points]
+    step = len(points) / keep
+    picked = [points[int(i * step)] for i in range(keep)]
+    if picked[-1] != points[-1]:
+        picked.append(points[-1])
+    return [(round(t, 3), n) for t, n in picked]
 
 
 class ProbeCollector:

@@ -1,23 +1,33 @@
-"""The scenarios: each takes a system and sizes, runs in its own scratch database, returns figures."""
+"""The measurements: each takes a system and sizes, runs in its own scratch database, returns figures.
+
+These are the building blocks; the scenarios that `run.py --scenarios` names (and that print
+tables) are in suite/ and call these.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from harness import (
     BENCH,
+    OURS_PROGRESS,
     ProbeCollector,
     Scratch,
     System,
     Workers,
+    claim_scans,
     count,
     median,
     percentile,
     scratch_database,
+    settled_claim_scans,
     watch_drain,
 )
 
@@ -45,29 +55,56 @@ def enqueue(system: System, backend: str, n_single: int, n_bulk: int) -> dict[st
     }
 
 
-def drain(system: System, backend: str, n: int, workers: int, threads: int, timeout: float) -> dict[str, Any]:
-    """Enqueue n no-op jobs in bulk, start the workers, time until the table is empty."""
+def drain(
+    system: System,
+    backend: str,
+    n: int,
+    workers: int,
+    threads: int,
+    timeout: float,
+    hosts: int = 1,
+) -> dict[str, Any]:
+    """Enqueue n no-op jobs in bulk, start the workers, time until the table is empty.
+
+    For ours on PostgreSQL also counts claim statements (scans of the pickup index, read once
+    the workers have stopped), so claims/s and jobs per claim come with the rate.
+    """
     with scratch_database(backend) as db:
         target = db.url if system.ours else db.dsn
         system.run_driver("setup", target)
         bulk = json.loads(system.run_driver("enqueue", target, "--mode", "bulk", "--count", str(n)))
         engine = _engine(db)
         try:
-            if count(engine, system.remaining_sql) != n:
+            if count(engine, system.progress_sql) != n:
                 raise RuntimeError(f"{system.name}: expected {n} ready jobs before the drain")
+            scans_before = claim_scans(engine) if system.ours else None
             procs = Workers.spawn(
-                system.worker_commands(db, workers, threads, exit_on_complete=True), system.env()
+                system.worker_commands(db, workers, threads, exit_on_complete=True, hosts=hosts),
+                system.env(),
             )
             try:
-                result = watch_drain(engine, system.remaining_sql, procs, timeout)
+                result = watch_drain(engine, system.progress_sql, procs, timeout)
             finally:
                 procs.stop()
             if system.failed_sql:
                 result["failed"] = count(engine, system.failed_sql)
+            if scans_before is not None:
+                _add_claims(result, scans_before, settled_claim_scans(engine))
         finally:
             engine.dispose()
     result["bulk_rate"] = n / bulk["seconds"]
+    result["workers"], result["threads"], result["hosts"] = workers, threads, hosts
     return result
+
+
+def _add_claims(result: dict[str, Any], before: int | None, after: int | None) -> None:
+    """claims, claims/s over the drain span and jobs per claim, from two pickup-index counts."""
+    if before is None or after is None:
+        return
+    claims = after - before
+    result["claims"] = claims
+    result["claims_per_s"] = claims / result["span_s"]
+    result["jobs_per_claim"] = (result["jobs"] or 0) / claims if claims else None
 
 
 def latency(
@@ -128,34 +165,84 @@ def fill_sql(n: int, failed: bool = False) -> str:
     )
 
 
-def ceiling(workers: int, threads: int, batch: int, n: int, timeout: float) -> dict[str, Any]:
-    """Raw claim + delete with SKIP LOCKED on pydelayed's table, `batch` jobs per statement."""
+@dataclass(frozen=True)
+class Ceiling:
+    """One raw claim+delete loop: backend, processes x connections, jobs per claim statement."""
+
+    backend: str
+    processes: int
+    connections: int
+    batch: int
+
+    @property
+    def label(self) -> str:
+        short = {"postgresql": "pg", "mysql": "mariadb", "sqlite": "sqlite"}[self.backend]
+        return f"ceiling {short} x{self.batch} ({self.processes}x{self.connections})"
+
+
+def ceiling(spec: Ceiling, ours: System, n: int, timeout: float) -> dict[str, Any]:
+    """The raw claim + delete loop of ceiling.py on pydelayed's table, filled by pydelayed.
+
+    The jobs are enqueued by ours_driver (`enqueue_many`), so the loop meets exactly the rows
+    and indexes our drain meets; the rate is watched from outside like every drain.
+    """
+    kind = {"postgresql": "pg", "mysql": "mysql", "sqlite": "sqlite"}[spec.backend]
+    with scratch_database(spec.backend) as db:
+        ours.run_driver("setup", db.url)
+        ours.run_driver("enqueue", db.url, "--mode", "bulk", "--count", str(n))
+        engine = _engine(db)
+        try:
+            if spec.backend == "postgresql":
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.exec_driver_sql("ANALYZE delayed_jobs")
+            target = db.dsn if kind == "pg" else db.url
+            cmd = [
+                sys.executable,
+                str(BENCH / "ceiling.py"),
+                kind,
+                target,
+                "--connections",
+                str(spec.connections),
+                "--batch",
+                str(spec.batch),
+            ]
+            procs = Workers.spawn([cmd] * spec.processes, {**os.environ})
+            try:
+                result = watch_drain(engine, OURS_PROGRESS, procs, timeout)
+                procs.wait_exit(10)
+                counters = procs.json_lines()
+            finally:
+                procs.stop()
+        finally:
+            engine.dispose()
+    claims = sum(c.get("claims", 0) for c in counters)
+    result["claims"] = claims
+    result["claims_per_s"] = claims / result["span_s"]
+    result["retries"] = sum(c.get("retries", 0) for c in counters)
+    result["spec"] = spec.__dict__
+    return result
+
+
+def insert_ceiling(n: int) -> dict[str, Any]:
+    """Raw psycopg single-row INSERT + commit loop into pydelayed's table: jobs/s."""
     from delayed import schema
 
     with scratch_database("postgresql") as db:
         engine = _engine(db)
         try:
             schema.migrate(engine)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(fill_sql(n))
-                conn.exec_driver_sql("ANALYZE delayed_jobs")
-            cmd = [
-                sys.executable,
-                str(BENCH / "ceiling.py"),
-                db.dsn,
-                "--threads",
-                str(threads),
-                "--batch",
-                str(batch),
-            ]
-            procs = Workers.spawn([cmd] * workers, {})
-            try:
-                result = watch_drain(engine, "SELECT count(*) FROM delayed_jobs", procs, timeout)
-            finally:
-                procs.stop()
         finally:
             engine.dispose()
-    return result
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "ceiling.py"), "insert", db.dsn, "--count", str(n)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"ceiling.py insert failed ({done.returncode}): {done.stderr[-2000:]}")
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"rate": out["count"] / out["seconds"], "n": out["count"], "seconds": out["seconds"]}
 
 
 def pickup(size: int, failed: int, claims: int, limit: int) -> dict[str, Any]:

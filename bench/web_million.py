@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from delayed import schema  # noqa: E402
+from delayed.admin import JobFilter, page_query  # noqa: E402
 from delayed.config import build_config  # noqa: E402
 from delayed.db import create_engine  # noqa: E402
-from delayed.jobs import JobFilter, page_query  # noqa: E402
 from delayed.schema import get_table  # noqa: E402
 from delayed.timeutil import utcnow  # noqa: E402
 

@@ -13,12 +13,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
+JOBS = TESTS / "jobs"  # the job modules subprocesses import (`--require sample_jobs`)
 
 
 def subprocess_env(database_url: str | None = None, **extra: str) -> dict[str, str]:
     """The environment for a worker subprocess: tests/ importable, a given database."""
     env = dict(os.environ)
-    paths = [str(TESTS), str(ROOT / "src"), env.get("PYTHONPATH", "")]
+    paths = [str(JOBS), str(TESTS), str(ROOT / "src"), env.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     for key in [k for k in env if k.startswith("DELAYED_") or k in {"QUEUE", "QUEUES", "MAX_CLAIMS"}]:
         del env[key]

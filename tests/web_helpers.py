@@ -17,6 +17,9 @@ import httpx
 import pytest
 
 import delayed
+from tests.jobs.web_jobs import Broken, Later
+
+__all__ = ["Broken", "Later", "chromium", "client", "csrf_token", "fail_jobs", "flash", "row_ids", "serve"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -107,20 +110,6 @@ def chromium() -> Iterator[Any]:
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
-
-
-class Broken(delayed.Job, name="tests.web.broken"):
-    """Fails every time, for good at the first attempt: a failed row made by a real worker."""
-
-    max_attempts = 1
-
-    def perform(self, to: str, **kwargs: Any) -> None:
-        raise ConnectionError(f"SMTP refused {to} <script>alert('x')</script>\nsecond line")
-
-
-class Later(delayed.Job, name="tests.web.later"):
-    def perform(self, value: Any = None) -> None:
-        pass
 
 
 def fail_jobs(queue: str, count: int, **kwargs: Any) -> list[int]:

@@ -5,6 +5,7 @@ A driver is a small script run with the Python that has its job system installed
   driver.py enqueue DSN --mode single|bulk --count N   prints {"seconds": s, "count": n}
   driver.py work DSN --concurrency C        run one worker process until SIGTERM; prints READY
   driver.py probe DSN --count N --interval S enqueue probe jobs one at a time (latency)
+  driver.py settings DSN --concurrency C    prints the settings `work` runs with, as JSON
 A probe job sends one UDP datagram "index t_enqueue t_start" to BENCH_UDP_PORT as the first
 thing it does, so the harness measures (start of perform - enqueue call) across processes.
 """
@@ -12,11 +13,13 @@ thing it does, so the harness measures (start of perform - enqueue call) across 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 _sock: socket.socket | None = None
@@ -43,7 +46,7 @@ def emit(result: dict[str, Any]) -> None:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["setup", "enqueue", "work", "probe"])
+    parser.add_argument("command", choices=["setup", "enqueue", "work", "probe", "settings"])
     parser.add_argument("dsn")
     parser.add_argument("--mode", choices=["single", "bulk"], default="bulk")
     parser.add_argument("--count", type=int, default=1000)
@@ -59,3 +62,28 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def event_loop_name() -> str:
+    """uvloop when it is installed and BENCH_PEER_LOOP is not "asyncio", else asyncio.
+
+    pgqueuer's and oban-py's own command-line runners start on uvloop when it is importable,
+    so that is their fastest configuration; every peer runs on the same loop to stay fair.
+    """
+    if os.environ.get("BENCH_PEER_LOOP", "uvloop") == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a driver's async main on the loop event_loop_name() picks."""
+    if event_loop_name() == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())

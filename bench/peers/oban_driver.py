@@ -1,12 +1,19 @@
-"""oban-py (Python 3.12+): one Oban instance per process with the "default" queue at limit C."""
+"""oban-py (Python 3.12+): one Oban instance per process with the "default" queue at limit C.
+
+Settings (see bench/README.md): `queues={"default": C}` (the queue's local limit is its only
+concurrency knob), every other option at its default (debounce 5 ms between fetches, stager
+1 s, acks batched by the producer), a psycopg pool of max(10, C) connections (10 is
+`Oban.create_pool`'s default), uvloop (what `oban start` runs on when installed).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import time
+from typing import Any
 
-from _proto import Timer, emit, parse, ready, send_probe
+from _proto import Timer, emit, event_loop_name, parse, ready, run, send_probe
 from oban import Oban, worker
 from oban.schema import install
 
@@ -23,9 +30,21 @@ class Probe:
         send_probe(job.args["index"], job.args["t_enqueue"])  # type: ignore[attr-defined]
 
 
+def settings(concurrency: int) -> dict[str, Any]:
+    return {
+        "queues": {"default": concurrency},
+        "pool_max_size": max(10, concurrency),
+        "event_loop": event_loop_name(),
+    }
+
+
 async def main() -> None:
     args = parse()
-    pool = await Oban.create_pool(args.dsn, min_size=1, max_size=max(10, args.concurrency))
+    chosen = settings(args.concurrency)
+    if args.command == "settings":
+        emit(chosen)
+        return
+    pool = await Oban.create_pool(args.dsn, min_size=1, max_size=chosen["pool_max_size"])
     try:
         if args.command == "setup":
             await install(pool)
@@ -51,7 +70,7 @@ async def main() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            async with Oban(pool=pool, queues={"default": args.concurrency}):
+            async with Oban(pool=pool, queues=chosen["queues"]):
                 ready()
                 await stop.wait()
     finally:
@@ -59,4 +78,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

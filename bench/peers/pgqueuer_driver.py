@@ -1,27 +1,58 @@
 """pgqueuer (asyncpg driver): one QueueManager per worker process, async no-op entrypoints.
 
-pgqueuer requires max_concurrent_tasks >= 2 * batch_size, so a concurrency of C uses
-batch_size = C // 2 (C = 10 -> batches of 5, at most 10 jobs in flight per process).
+Settings (see bench/README.md for why these are its fastest fair configuration):
+- asyncpg through `AsyncpgDriver` (one connection), the driver pgqueuer's own benchmark
+  (tools/benchmark.py, `--driver apg`) defaults to;
+- `batch_size = 10`, pgqueuer's default for `QueueManager.run` and for `pgq run`;
+- `max_concurrent_tasks = max(C, 2 * batch_size)`: a cap as close to our C threads as
+  pgqueuer allows (it refuses a cap below twice the batch), i.e. 20 for C = 10;
+- uvloop (see _proto.event_loop_name).
+BENCH_PGQ_BATCH, BENCH_PGQ_CAP (0 = no cap) and BENCH_PGQ_DRIVER=apgpool override them for
+experiments; the harness records what was used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
-from _proto import Timer, emit, parse, ready, send_probe
-from pgqueuer import AsyncpgDriver, Queries, QueueManager
+from _proto import Timer, emit, event_loop_name, parse, ready, run, send_probe
+from pgqueuer import AsyncpgDriver, AsyncpgPoolDriver, Queries, QueueManager
+
+
+def settings(concurrency: int) -> dict[str, Any]:
+    batch = int(os.environ.get("BENCH_PGQ_BATCH", "10"))
+    cap = int(os.environ.get("BENCH_PGQ_CAP", str(max(concurrency, 2 * batch))))
+    return {
+        "driver": os.environ.get("BENCH_PGQ_DRIVER", "apg"),
+        "batch_size": batch,
+        "max_concurrent_tasks": cap or None,
+        "dequeue_timeout_s": 30,
+        "event_loop": event_loop_name(),
+    }
+
+
+async def connect(dsn: str, driver: str) -> tuple[Queries, Any]:
+    if driver == "apgpool":
+        pool = await asyncpg.create_pool(dsn)
+        return Queries(AsyncpgPoolDriver(pool)), pool
+    conn = await asyncpg.connect(dsn)
+    return Queries(AsyncpgDriver(conn)), conn
 
 
 async def main() -> None:
     args = parse()
-    conn = await asyncpg.connect(args.dsn)
-    driver = AsyncpgDriver(conn)
-    queries = Queries(driver)
+    if args.command == "settings":
+        emit(settings(args.concurrency))
+        return
+    chosen = settings(args.concurrency)
+    queries, handle = await connect(args.dsn, chosen["driver"])
     if args.command == "setup":
         await queries.install()
     elif args.command == "enqueue":
@@ -41,11 +72,11 @@ async def main() -> None:
             await queries.enqueue("probe", json.dumps([i, t0]).encode())
             await asyncio.sleep(args.interval)
     else:
-        await work(queries, args.concurrency)
-    await conn.close()
+        await work(queries, chosen)
+    await handle.close()
 
 
-async def work(queries: Queries, concurrency: int) -> None:
+async def work(queries: Queries, chosen: dict[str, Any]) -> None:
     qm = QueueManager(queries)
 
     @qm.entrypoint("noop")
@@ -61,13 +92,12 @@ async def work(queries: Queries, concurrency: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, qm.shutdown.set)
     ready()
-    batch = max(1, concurrency // 2)
     await qm.run(
-        batch_size=batch,
-        max_concurrent_tasks=max(concurrency, 2 * batch),
-        dequeue_timeout=timedelta(seconds=30),
+        batch_size=chosen["batch_size"],
+        max_concurrent_tasks=chosen["max_concurrent_tasks"],
+        dequeue_timeout=timedelta(seconds=chosen["dequeue_timeout_s"]),
     )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

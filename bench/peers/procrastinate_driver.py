@@ -1,16 +1,40 @@
-"""procrastinate (psycopg connector): async no-op tasks, successful jobs deleted like ours."""
+"""procrastinate (psycopg connector): async no-op tasks, successful jobs deleted like ours.
+
+Settings (see bench/README.md): `run_worker_async(concurrency=C,
+delete_jobs="successful")` (ours deletes a finished job too; keeping them would make every
+job an UPDATE plus a later purge), LISTEN/NOTIFY on (its default), a psycopg pool of C
+connections (its default pool is psycopg_pool's 4, which would make 10 concurrent jobs wait
+for a connection to fetch or finish), uvloop. BENCH_PROCRASTINATE_POOL overrides the pool size.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from typing import Any
 
-from _proto import Timer, emit, parse, ready, send_probe
+from _proto import Timer, emit, event_loop_name, parse, ready, run, send_probe
 from procrastinate import App, PsycopgConnector
 
 
-def make_app(dsn: str) -> App:
-    app = App(connector=PsycopgConnector(conninfo=dsn))
+def settings(concurrency: int) -> dict[str, Any]:
+    pool = int(os.environ.get("BENCH_PROCRASTINATE_POOL", str(concurrency)))
+    return {
+        "concurrency": concurrency,
+        "delete_jobs": "successful",
+        "listen_notify": True,
+        "pool_min_size": min(pool, 4),
+        "pool_max_size": pool,
+        "event_loop": event_loop_name(),
+    }
+
+
+def make_app(dsn: str, chosen: dict[str, Any]) -> App:
+    connector = PsycopgConnector(
+        conninfo=dsn, min_size=chosen["pool_min_size"], max_size=chosen["pool_max_size"]
+    )
+    app = App(connector=connector)
 
     @app.task(name="noop")
     async def noop() -> None:
@@ -25,7 +49,11 @@ def make_app(dsn: str) -> App:
 
 async def main() -> None:
     args = parse()
-    app = make_app(args.dsn)
+    chosen = settings(args.concurrency)
+    if args.command == "settings":
+        emit(chosen)
+        return
+    app = make_app(args.dsn, chosen)
     async with app.open_async():
         if args.command == "setup":
             await app.schema_manager.apply_schema_async()
@@ -49,9 +77,12 @@ async def main() -> None:
         else:
             ready()
             await app.run_worker_async(
-                concurrency=args.concurrency, delete_jobs="successful", install_signal_handlers=True
+                concurrency=chosen["concurrency"],
+                delete_jobs=chosen["delete_jobs"],
+                listen_notify=chosen["listen_notify"],
+                install_signal_handlers=True,
             )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

@@ -12,11 +12,12 @@ SendEmail.set(priority="interactive", wait=30).perform_later(42)
 
 from __future__ import annotations
 
-from . import events, jobs, tracing  # jobs: the operator API; the Table is jobs_table
+from . import admin, events, tracing  # admin: the operator API (list, retry, discard, ...)
 from . import prometheus as _prometheus  # noqa: F401 - declares [prometheus]
-from .backends import ClaimFilter, Outcome
+from .backends import ClaimFilter
 from .config import Config, configure, get_config
 from .db import get_engine
+from .enqueue import EnqueueRequest, enqueue_many
 from .errors import (
     ConfigError,
     DelayedError,
@@ -26,10 +27,13 @@ from .errors import (
     UnknownJobError,
     UnknownPriorityError,
 )
-from .job import EnqueueRequest, Job, JobRecord, enqueue_many, job, registered_jobs
+from .job import Job, job
 from .priority import Priority
+from .record import JobRecord, Outcome
+from .registry import registered_jobs
+from .schema import get_table, metadata
 from .schema import jobs as jobs_table
-from .schema import metadata
+from .schema import migrate as _migrate
 from .web import settings as _web_settings  # noqa: F401 - declares [web] (no Starlette import)
 from .worker import Worker
 
@@ -49,13 +53,13 @@ __all__ = [
     "UnknownJobError",
     "UnknownPriorityError",
     "Worker",
+    "admin",
     "configure",
     "enqueue_many",
     "events",
     "get_config",
     "get_engine",
     "job",
-    "jobs",
     "jobs_table",
     "metadata",
     "migrate",
@@ -66,7 +70,4 @@ __all__ = [
 
 def migrate() -> list[str]:
     """Create the jobs table and indexes on the configured database (idempotent)."""
-    from .schema import get_table
-    from .schema import migrate as _migrate
-
     return _migrate(get_engine(), get_table(get_config().table_name))

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
+from .config import get_config
 from .errors import ConfigError
 
 log = logging.getLogger("delayed.db")
@@ -119,34 +120,51 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     return engine
 
 
-class _EngineHolder:
+class _Engines:
+    """The process's engines, one per database URL, made on first use after any fork."""
+
+    LIMIT = 8  # URLs kept; the oldest is disposed past this (tests switch databases often)
+
     def __init__(self) -> None:
-        self.engine: Engine | None = None
-        self.pid = 0
+        self.by_url: dict[str, Engine] = {}
+        self.pid = os.getpid()
         self.lock = threading.Lock()
 
 
-_holder = _EngineHolder()
+_engines = _Engines()
+
+
+def engine_for(url: str) -> Engine:
+    """This process's engine for `url`: shared by everything that uses the same database.
+
+    An engine inherited through fork is forgotten without touching the parent's sockets, and
+    the child makes its own.
+    """
+    with _engines.lock:
+        if _engines.pid != os.getpid():
+            for engine in _engines.by_url.values():
+                engine.dispose(close=False)
+            _engines.by_url.clear()
+            _engines.pid = os.getpid()
+        engine = _engines.by_url.get(url)
+        if engine is None:
+            if len(_engines.by_url) >= _engines.LIMIT:
+                oldest = next(iter(_engines.by_url))
+                _engines.by_url.pop(oldest).dispose()  # checked-out connections live on
+            engine = _engines.by_url[url] = create_engine(url)
+        return engine
 
 
 def get_engine() -> Engine:
-    """The process's engine for the configured database_url, made on first use."""
-    from .config import get_config
-
-    with _holder.lock:
-        if _holder.engine is not None and _holder.pid != os.getpid():
-            # Inherited through fork: forget the parent's pool without touching its sockets.
-            _holder.engine.dispose(close=False)
-            _holder.engine = None
-        if _holder.engine is None:
-            _holder.engine = create_engine(get_config().database_url)
-            _holder.pid = os.getpid()
-        return _holder.engine
+    """The process's engine for the configured database_url (for the edges: enqueue, CLI)."""
+    return engine_for(get_config().database_url)
 
 
 def reset_engine() -> None:
-    """Drop the process's engine (after a config change); the next use makes a new one."""
-    with _holder.lock:
-        if _holder.engine is not None:
-            _holder.engine.dispose(close=_holder.pid == os.getpid())
-        _holder.engine = None
+    """Dispose of every engine this process made; the next use makes new ones."""
+    with _engines.lock:
+        mine = _engines.pid == os.getpid()
+        for engine in _engines.by_url.values():
+            engine.dispose(close=mine)
+        _engines.by_url.clear()
+        _engines.pid = os.getpid()

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -47,7 +46,7 @@ import sqlalchemy as sa
 from . import events
 from .backends import Backend, backend_for
 from .config import Config, get_config
-from .db import create_engine, describe_error, get_engine, redact
+from .db import describe_error, engine_for, redact
 from .priority import AlertThresholds, config_alerts, name_of
 from .schema import get_table
 from .timeutil import utcnow
@@ -98,39 +97,22 @@ class Monitor:
         interval: float | None = None,
     ) -> None:
         self.config = config if config is not None else get_config()
-        section = self.config.section("monitor")
-        chosen = list(queues) if queues is not None else list(section["queues"] or self.config.queues)
+        section = self.config.monitor
+        chosen = list(queues) if queues is not None else list(section.queues or self.config.queues)
         self.queues: list[str] = chosen
-        self.interval = float(interval if interval is not None else section["interval"])
+        self.interval = float(interval if interval is not None else section.interval)
         self.names: dict[str, int] = dict(sorted(self.config.priority_names.items(), key=lambda i: i[1]))
         self.alerts: dict[str, AlertThresholds] = config_alerts(self.config)
         self.table = get_table(self.config.table_name)
-        self._engine: sa.Engine | None = None
-        self._engine_pid = 0
         self.passes = 0
 
     # -- database ----------------------------------------------------------------------------
-    def _get_engine(self) -> sa.Engine:
-        """The process engine when this is the process's database, else our own (per pid)."""
-        if self.config.database_url == get_config().database_url:
-            return get_engine()
-        if self._engine is not None and self._engine_pid != os.getpid():
-            self._engine.dispose(close=False)  # inherited through fork: not ours to close
-            self._engine = None
-        if self._engine is None:
-            self._engine = create_engine(self.config.database_url)
-            self._engine_pid = os.getpid()
-        return self._engine
-
     @property
     def backend(self) -> Backend:
-        return backend_for(self._get_engine(), self.table)
+        return backend_for(engine_for(self.config.database_url), self.table)
 
     def close(self) -> None:
-        """Dispose of an engine the monitor made for itself."""
-        if self._engine is not None and self._engine_pid == os.getpid():
-            self._engine.dispose()
-        self._engine = None
+        """Nothing to release: the engine is the process's own for this database (db.engine_for)."""
 
     # -- SQL ---------------------------------------------------------------------------------
     def _bucket(self, column: Any) -> Any:

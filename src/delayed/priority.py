@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from dataclasses import replace as dataclass_replace
 from typing import Any
 
+from .config import Config, get_config
 from .errors import ConfigError, UnknownPriorityError
+from .record import JobRecord
+from .registry import find
 from .timeutil import to_seconds
 
 
@@ -63,45 +66,6 @@ DEFAULT_ALERTS: dict[str, AlertThresholds] = {
     "reporting": AlertThresholds(age=14400.0, run_time=600.0, attempts=8),
 }
 
-_ALERT_KEYS = ("age", "run_time", "attempts")
-
-
-def parse_alerts(value: Any) -> dict[str, dict[str, float | int | None]]:
-    """Parse `priority_alerts`: `name = {age = "1m", run_time = "30s", attempts = 3}`.
-
-    Only the keys given change; `false` removes a threshold. Names are checked against
-    `priority_names` when the thresholds are used (`alerts_for`), since the two settings
-    are parsed independently.
-    """
-    if not isinstance(value, Mapping):
-        raise ValueError(
-            f'expected a table of name = {{age = "1m", run_time = "30s", attempts = 3}}, got {value!r}'
-        )
-    parsed: dict[str, dict[str, float | int | None]] = {}
-    for name, body in value.items():
-        if not isinstance(body, Mapping):
-            raise ValueError(f"{name}: expected a table with age, run_time and/or attempts, got {body!r}")
-        entry: dict[str, float | int | None] = {}
-        for key, raw in body.items():
-            if key not in _ALERT_KEYS:
-                raise ValueError(f"{name}: unknown key {key!r}; known keys: age, run_time, attempts")
-            entry[key] = _threshold(name, key, raw)
-        parsed[str(name)] = entry
-    return parsed
-
-
-def _threshold(name: str, key: str, raw: Any) -> float | int | None:
-    if raw is False:
-        return None
-    if key == "attempts":
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
-            raise ValueError(f"{name}.attempts: expected a whole number of attempts (or false), got {raw!r}")
-        return raw
-    try:
-        return to_seconds(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name}.{key}: {exc} (or false for none)") from None
-
 
 def alerts_for(
     names: Mapping[str, int], overrides: Mapping[str, Mapping[str, Any]] | None
@@ -129,12 +93,8 @@ def alerts_for(
     return result
 
 
-def config_alerts(config: Any = None) -> dict[str, AlertThresholds]:
-    """The thresholds of a Config (the process's by default)."""
-    if config is None:
-        from .config import get_config
-
-        config = get_config()
+def config_alerts(config: Config) -> dict[str, AlertThresholds]:
+    """The thresholds in force under `config`."""
     return alerts_for(config.priority_names, config.priority_alerts)
 
 
@@ -164,8 +124,6 @@ class _PriorityMeta(type):
     def __getattr__(cls, name: str) -> Priority:
         if name.startswith("_"):
             raise AttributeError(name)
-        from .config import get_config
-
         if name in get_config().priority_names:
             return cls(name)  # type: ignore[return-value]
         raise AttributeError(f"{cls.__name__} has no attribute or configured priority name {name!r}")
@@ -185,8 +143,6 @@ class Priority(int, metaclass=_PriorityMeta):
 
     def __new__(cls, value: int | str = 0, config: Any = None) -> Priority:
         if config is None:
-            from .config import get_config
-
             config = get_config()
         names = config.priority_names
         number = resolve(int(value) if isinstance(value, Priority) else value, names)
@@ -222,3 +178,71 @@ class Priority(int, metaclass=_PriorityMeta):
 
     def __reduce__(self) -> Any:
         return (int, (int(self),))
+
+
+# ----------------------------------------------------------------------------- a job's alerts
+@dataclass(frozen=True)
+class JobAlerts:
+    """A row's priority name and alert state (Ruby's `Delayed::Job#age_alert?` and friends).
+
+    Thresholds come from the job class (`alert_age`, `alert_run_time`, `alert_attempts`),
+    else from the row's priority name; each is None when neither sets one. Computed on
+    access, so an event payload carrying this costs nothing until a subscriber reads it.
+    """
+
+    record: JobRecord
+    names: Mapping[str, int]
+    thresholds: Mapping[str, AlertThresholds]
+
+    @property
+    def priority_name(self) -> str | None:
+        """The configured name of the row's priority range (None below the lowest bound)."""
+        return name_of(self.record.priority, self.names)
+
+    def _threshold(self, key: str) -> float | int | None:
+        job_class = find(self.record.name)
+        own = getattr(job_class, f"alert_{key}", None) if job_class is not None else None
+        if own is not None:
+            return own if key == "attempts" else to_seconds(own)
+        name = self.priority_name
+        found = self.thresholds.get(name) if name is not None else None
+        return getattr(found, key) if found is not None else None
+
+    @property
+    def alert_age(self) -> float | None:
+        """The job class's `alert_age`, else its priority's threshold, else None."""
+        return self._threshold("age")  # type: ignore[return-value]
+
+    @property
+    def alert_run_time(self) -> float | None:
+        """The job class's `alert_run_time`, else its priority's threshold, else None."""
+        return self._threshold("run_time")  # type: ignore[return-value]
+
+    @property
+    def alert_attempts(self) -> int | None:
+        """The job class's `alert_attempts`, else its priority's threshold, else None."""
+        return self._threshold("attempts")  # type: ignore[return-value]
+
+    @property
+    def age_alert(self) -> bool | None:
+        """True when the job waited at least `alert_age`; None without a threshold."""
+        threshold = self.alert_age
+        return None if threshold is None else threshold <= self.record.age
+
+    @property
+    def run_time_alert(self) -> bool | None:
+        """True when the job has run at least `alert_run_time`; None without a threshold or lock."""
+        threshold, run_time = self.alert_run_time, self.record.run_time
+        return None if threshold is None or run_time is None else threshold <= run_time
+
+    @property
+    def attempts_alert(self) -> bool | None:
+        """True when the job has at least `alert_attempts` attempts; None without a threshold."""
+        threshold = self.alert_attempts
+        return None if threshold is None else threshold <= self.record.attempts
+
+
+def job_alerts(record: JobRecord, config: Config | None = None) -> JobAlerts:
+    """The alert state of `record` under `config` (the process's by default)."""
+    config = get_config() if config is None else config
+    return JobAlerts(record, config.priority_names, config_alerts(config))

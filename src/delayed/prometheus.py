@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from . import events
-from .config import DURATION, OPTIONAL, STR, Config, Setting, declare_section, get_config
+from .config import Config, get_config, section, setting
+from .config import values as v
 from .errors import ConfigError
 from .priority import bucket_name
 
@@ -48,8 +49,19 @@ def _bind(value: Any) -> str:
     return parse_bind(value)
 
 
+v._kind(_bind, '"host:port"')
+
+
 def _buckets(value: Any) -> list[float]:
-    """Histogram bucket upper bounds: increasing positive numbers (+Inf is added)."""
+    """Histogram bucket upper bounds: increasing positive numbers (+Inf is added).
+
+    From the environment: comma-separated ("0.1,0.5,1,5").
+    """
+    if isinstance(value, str):
+        try:
+            value = [float(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"expected comma-separated numbers of seconds, got {value!r}") from None
     if not isinstance(value, list | tuple) or not value:
         raise ValueError(f"expected a list of increasing numbers of seconds, got {value!r}")
     out: list[float] = []
@@ -62,46 +74,45 @@ def _buckets(value: Any) -> list[float]:
     return out
 
 
-SECTION = declare_section(
+v._kind(_buckets, "list of increasing seconds")
+
+
+@section(
     "prometheus",
-    [
-        Setting(
-            "bind",
-            OPTIONAL(_bind),
-            None,
-            "'host:port' where `delayed monitor` serves /metrics (unset: no exporter unless "
-            "--prometheus is given).",
-        ),
-        Setting(
-            "cache",
-            DURATION(),
-            10.0,
-            "Seconds one run of the table queries serves scrapes for (0: every scrape queries).",
-        ),
-        Setting(
-            "multiproc_dir",
-            OPTIONAL(STR),
-            None,
-            "Directory where worker processes write job counters and timings (prometheus_client "
-            "multiprocess mode); the exporter and the dashboard read it. Unset: no worker metrics.",
-        ),
-        Setting(
-            "buckets", _buckets, list(DEFAULT_BUCKETS), "Upper bounds (s) of delayed_job_duration_seconds."
-        ),
-    ],
+    "Prometheus metrics (pip install 'pydelayed[prometheus]'): the table's gauges at scrape time "
+    "and the workers' job counters; docs/observability.md has the names.",
 )
-
-
 @dataclass(frozen=True)
 class PrometheusSettings:
-    bind: str | None
-    cache: float
-    multiproc_dir: str | None
-    buckets: list[float]
+    """`[prometheus]`."""
+
+    bind: str | None = setting(
+        None,
+        v.optional(_bind),
+        "Where `delayed monitor` (and the supervisor's monitor child) serve /metrics; unset: no exporter.",
+        flags=("--prometheus",),
+        commands=("monitor",),
+        example="127.0.0.1:9187",
+    )
+    cache: float = setting(
+        10.0,
+        v.duration(),
+        "Seconds one run of the table queries serves scrapes for (0: every scrape queries).",
+    )
+    multiproc_dir: str | None = setting(
+        None,
+        v.optional(v.string),
+        "Directory where worker processes write job counters and timings (prometheus_client "
+        "multiprocess mode); the exporter and the dashboard read it. Unset: no worker metrics.",
+        example="/run/delayed/metrics",
+    )
+    buckets: list[float] = setting(
+        list(DEFAULT_BUCKETS), _buckets, "Upper bounds (seconds) of delayed_job_duration_seconds."
+    )
 
 
 def prometheus_settings(config: Config | None = None) -> PrometheusSettings:
-    return PrometheusSettings(**(config or get_config()).section("prometheus"))
+    return (config or get_config()).section("prometheus")  # type: ignore[no-any-return]
 
 
 def _require_client() -> Any:
@@ -433,13 +444,12 @@ class _MultiProcessFiles:
 
 
 def make_source(config: Config, engine: Any = None) -> Any:
-    """A SnapshotSource on `engine` (default: the process engine) with `[prometheus] cache`."""
-    from .db import get_engine
+    """A SnapshotSource on `engine` (default: this process's engine for the config's database)."""
+    from .db import engine_for
     from .web.snapshot import SnapshotSource
 
-    return SnapshotSource(
-        config, engine if engine is not None else get_engine, prometheus_settings(config).cache
-    )
+    chosen = engine if engine is not None else (lambda: engine_for(config.database_url))
+    return SnapshotSource(config, chosen, prometheus_settings(config).cache)
 
 
 def start_exporter(config: Config, address: str | None = None) -> tuple[Any, threading.Thread]:

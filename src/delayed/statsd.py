@@ -44,6 +44,7 @@ from statsd import StatsClient
 
 from . import events
 from .config import Config, get_config
+from .monitor import METRICS
 from .priority import bucket_name
 
 log = logging.getLogger("delayed.statsd")
@@ -180,7 +181,6 @@ class Forwarder:
         self._send("incr", event.name.removeprefix("delayed."), 1)
 
     def subscribe(self) -> None:
-        from .monitor import METRICS
 
         routes: list[tuple[str, Callable[[events.Event], None]]] = [
             ("delayed.job.run", self.on_job_run),
@@ -206,11 +206,11 @@ _install_lock = threading.Lock()
 
 def settings_from(config: Config) -> Settings | None:
     """The `[statsd]` settings, or None when no host is set (StatsD disabled)."""
-    section = config.section("statsd")
-    if not section["host"]:
+    section = config.statsd
+    if not section.host:
         return None
-    prefix = section["prefix"] or None
-    return Settings(section["host"], int(section["port"]), prefix, float(section["sample_rate"]))
+    prefix = section.prefix or None
+    return Settings(section.host, int(section.port), prefix, float(section.sample_rate))
 
 
 def install(config: Config | None = None) -> Forwarder | None:

@@ -27,7 +27,6 @@ What happens to the jobs of a child that ends (design.md "Decisions"):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import logging
@@ -45,11 +44,15 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from . import events, prometheus, statsd
-from .config import Config, build_config, set_config
+from .backends import backend_for
+from .config import Config, PoolSettings, build_config, set_config
 from .db import create_engine, describe_error, redact
 from .errors import ConfigError, DelayedError
 from .loader import import_modules
+from .logs import setup_logging
 from .priority import resolve as resolve_priority
+from .retry import failure_outcome
+from .schema import get_table
 from .supervisor_child import ChildSpec, reopen_log_files, run_child, set_title
 from .systemd import Notifier
 
@@ -67,7 +70,6 @@ RECLAIM_RETRY_INTERVAL = 5.0
 # master's first look: look again after these delays, releasing whatever turned up.
 RECHECK_DELAYS = (3.0, 30.0)
 UNREAPED_LIMIT = 10.0  # seconds a SIGKILLed child may stay unreaped before we stop waiting
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] [%(name)s] %(message)s"
 
 # Reasons a child ended (the `reason` of delayed.supervisor.child_exited).
 CRASHED = "crashed"  # died on its own: signal or non-zero status (attempts + 1 on its jobs)
@@ -117,24 +119,24 @@ class Settings:
 
 
 def _pools(config: Config) -> list[Pool]:
-    sup = config.section("supervisor")
-    default_claims = sup["max_claims"] or config.max_claims
-    raw_pools = config.section("pool")
+    sup = config.supervisor
+    default_claims = sup.max_claims or config.max_claims
+    raw_pools = config.pools
     if not raw_pools:
-        raw_pools = [{"name": "default", "workers": sup["workers"]}]
+        raw_pools = (PoolSettings(name="default", workers=sup.workers),)
     pools: list[Pool] = []
     for number, raw in enumerate(raw_pools, start=1):
-        where = f"{config.source}: [[pool]] #{number}" if config.section("pool") else f"{config.source}:"
-        name = raw.get("name") or f"pool-{number}"
+        where = f"{config.source}: [[pool]] #{number}" if config.pools else f"{config.source}:"
+        name = raw.name or f"pool-{number}"
         if any(p.name == name for p in pools):
             raise ConfigError(f"{where} name {name!r} is used by two pools; give each pool its own name")
         pool = Pool(
             name=name,
-            workers=sup["workers"] if raw.get("workers") is None else raw["workers"],
-            max_claims=raw.get("max_claims") or default_claims,
-            queues=list(config.queues if raw.get("queues") is None else raw["queues"]),
-            min_priority=config.min_priority if raw.get("min_priority") is None else raw["min_priority"],
-            max_priority=config.max_priority if raw.get("max_priority") is None else raw["max_priority"],
+            workers=sup.workers if raw.workers is None else raw.workers,
+            max_claims=raw.max_claims or default_claims,
+            queues=list(config.queues if raw.queues is None else raw.queues),
+            min_priority=config.min_priority if raw.min_priority is None else raw.min_priority,
+            max_priority=config.max_priority if raw.max_priority is None else raw.max_priority,
         )
         for key in ("min_priority", "max_priority"):
             value = getattr(pool, key)
@@ -144,13 +146,13 @@ def _pools(config: Config) -> list[Pool]:
                 except DelayedError as exc:
                     raise ConfigError(f"{where} {key}: {exc}") from None
         pools.append(pool)
-    if sup["monitor"]:
+    if sup.monitor:
         pools.append(Pool("monitor", 1, 1, kind="monitor"))
     return pools
 
 
 def _boot_hook(config: Config) -> Callable[[], Any] | None:
-    target = config.section("supervisor")["on_worker_boot"]
+    target = config.supervisor.on_worker_boot
     if target is None:
         return None
     module_name, _, attr = target.partition(":")
@@ -166,7 +168,7 @@ def _boot_hook(config: Config) -> Callable[[], Any] | None:
 
 
 def _check_monitor(config: Config) -> None:
-    if not config.section("supervisor")["monitor"]:
+    if not config.supervisor.monitor:
         return
     try:
         module = importlib.import_module("delayed.monitor")
@@ -185,10 +187,10 @@ def load_settings(path: str | None, environ: dict[str, str] | None = None) -> Se
     """Read and check everything; a ConfigError names the file and the key."""
     config = build_config(path, environ=environ)
     pools = _pools(config)
-    sup = config.section("supervisor")
+    sup = config.supervisor
     import_modules(config.require)
     _check_monitor(config)
-    if config.section("tracing")["enabled"]:
+    if config.tracing.enabled:
         from .tracing import check_available
 
         check_available()  # a missing extra is one clear exit 2, not a crash loop of children
@@ -196,13 +198,13 @@ def load_settings(path: str | None, environ: dict[str, str] | None = None) -> Se
         config=config,
         path=path,
         pools=pools,
-        graceful_timeout=sup["graceful_timeout"],
-        max_memory_mb=sup["max_memory_mb"],
-        pidfile=sup["pidfile"],
-        log_level=sup["log_level"] or config.log_level,
-        log_file=sup["log_file"],
-        heartbeat_timeout=sup["heartbeat_timeout"],
-        max_run_time_grace=sup["max_run_time_grace"],
+        graceful_timeout=sup.graceful_timeout,
+        max_memory_mb=sup.max_memory_mb,
+        pidfile=sup.pidfile,
+        log_level=sup.log_level or config.log_level,
+        log_file=sup.log_file,
+        heartbeat_timeout=sup.heartbeat_timeout,
+        max_run_time_grace=sup.max_run_time_grace,
         on_worker_boot=_boot_hook(config),
     )
 
@@ -338,10 +340,6 @@ class Reclaimer:
         self.pending.clear()
 
     def _run(self, job: Reclaim) -> bool:
-        from .backends import backend_for
-        from .schema import get_table
-        from .worker import failure_outcome
-
         job.tries += 1
         config = job.config
         try:
@@ -395,26 +393,6 @@ class Reclaimer:
             ids=[r.id for r in rows],
         )
         return True
-
-
-# ----------------------------------------------------------------------------- logging
-_installed_handler: logging.Handler | None = None
-
-
-def setup_logging(level: str, log_file: str | None) -> None:
-    """Log to `log_file` (append) or stderr, replacing only the handler we installed before."""
-    global _installed_handler
-    root = logging.getLogger()
-    handler: logging.Handler = (
-        logging.FileHandler(log_file, encoding="utf-8") if log_file else logging.StreamHandler(sys.stderr)
-    )
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    if _installed_handler is not None:
-        root.removeHandler(_installed_handler)
-        _installed_handler.close()
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    _installed_handler = handler
 
 
 # ----------------------------------------------------------------------------- the master
@@ -978,52 +956,46 @@ def _remove_pidfile(path: str) -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`delayed-supervisor -c delayed.toml`: exit 0 after a stop signal, 2 on a bad config."""
-    parser = argparse.ArgumentParser(
-        prog="delayed-supervisor",
-        description="Run pydelayed workers under a preforking master (see conf/delayed.toml).",
-    )
-    parser.add_argument("-c", "--config", dest="path", default=None, help="TOML config file")
-    parser.add_argument("--check", action="store_true", help="check the config and exit (0 when good)")
-    args = parser.parse_args(argv)
+def serve(path: str | None, check: bool = False) -> int:
+    """`delayed supervise -c FILE`: the exit status: 0 after a stop signal, 2 on a bad config."""
     try:
-        settings = load_settings(args.path)
+        settings = load_settings(path)
     except DelayedError as exc:  # ConfigError, or [tracing] enabled without the otel extra
         print(f"delayed-supervisor: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except Exception as exc:  # a job module that raises on import
         print(
             f"delayed-supervisor: error: importing the modules in require failed: "
             f"{type(exc).__name__}: {exc}",
             file=sys.stderr,
         )
-        sys.exit(2)
-    if args.check:
-        print(f"{args.path or 'defaults'}: OK ({', '.join(p.name for p in settings.pools)})")
-        return
+        return 2
+    if check:
+        print(f"{path or 'defaults'}: OK ({', '.join(p.name for p in settings.pools)})")
+        return 0
     set_config(settings.config)
     statsd.install(settings.config)  # the master's own events: children spawned, exited, killed
     prometheus.clear_multiproc_dir(settings.config)  # last run's metric files; children write anew
     try:
         setup_logging(settings.log_level, settings.log_file)
     except OSError as exc:
-        print(f"delayed-supervisor: error: {args.path}: [supervisor] log_file: {exc}", file=sys.stderr)
-        sys.exit(2)
+        print(f"delayed-supervisor: error: {path}: [supervisor] log_file: {exc}", file=sys.stderr)
+        return 2
     if settings.pidfile:
         try:
             _write_pidfile(settings.pidfile)
         except (ConfigError, OSError) as exc:
-            print(f"delayed-supervisor: error: {args.path}: [supervisor] pidfile: {exc}", file=sys.stderr)
-            sys.exit(2)
+            print(f"delayed-supervisor: error: {path}: [supervisor] pidfile: {exc}", file=sys.stderr)
+            return 2
     try:
-        status = Supervisor(settings).run()
+        return Supervisor(settings).run()
     finally:
         if settings.pidfile:
             _remove_pidfile(settings.pidfile)
         logging.shutdown()
-    sys.exit(status)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+if __name__ == "__main__":  # pragma: no cover - `python -m delayed.supervisor` = `delayed supervise`
+    from .cli import supervise_alias
+
+    supervise_alias()

@@ -33,7 +33,7 @@ from typing import Any
 
 from . import events, prometheus, statsd
 from .config import Config, set_config
-from .job import JobRecord
+from .record import JobRecord
 
 log = logging.getLogger("delayed.supervisor")
 
@@ -204,7 +204,7 @@ def run_child(spec: ChildSpec) -> int:
     try:
         if spec.on_worker_boot is not None:
             spec.on_worker_boot()
-        if spec.kind == "worker" and spec.config.section("tracing")["enabled"]:
+        if spec.kind == "worker" and spec.config.tracing.enabled:
             from .tracing import instrument_from_config  # after the hook set up the provider
 
             instrument_from_config(spec.config)
@@ -239,8 +239,8 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
         if event.payload.get("pid") == me:
             stopper.on_start()
 
-    worker.on_job_start = on_job_start
-    worker.on_job_end = on_job_end
+    worker.executor.on_job_start = on_job_start
+    worker.executor.on_job_end = on_job_end
     heartbeat.busy = lambda: worker.busy
     stopper.target = worker.stop
     events.subscribe("delayed.worker.start", on_worker_start)
@@ -262,7 +262,7 @@ def _run_monitor(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
     stopper.target = stop.set
     stopper.on_start()
     reporter.send(f"B monitor pid:{os.getpid()}")
-    if spec.config.section("prometheus")["bind"]:
+    if spec.config.section("prometheus").bind:
         _serve_prometheus(spec.config)
     Monitor(spec.config).run(stop)
     return 0

@@ -27,7 +27,6 @@ the global provider through the API's proxy, so a provider installed later is pi
 from __future__ import annotations
 
 import contextvars
-import importlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,18 +34,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import events
+from . import enqueue, events, executor
 from .config import Config, get_config
 from .errors import ConfigError, DelayedError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
-    from .job import EnqueueRequest, Job, JobRecord
+    from .enqueue import EnqueueRequest
+    from .job import Job
+    from .record import JobRecord
 
 log = logging.getLogger("delayed.tracing")
-# The module, not the `delayed.job` decorator that the package exports under the same name.
-job_module = importlib.import_module("delayed.job")
 
 PROPAGATION_STYLES = ("link", "child", "none")
 SPAN_NAMINGS = ("queue", "job_class")
@@ -88,9 +87,9 @@ def instrument(
     """
     global _active
     _require_api()
-    section = get_config().section("tracing")
-    style = _check("propagation_style", propagation_style or section["propagation_style"], PROPAGATION_STYLES)
-    naming = _check("span_naming", span_naming or section["span_naming"], SPAN_NAMINGS)
+    section = get_config().tracing
+    style = _check("propagation_style", propagation_style or section.propagation_style, PROPAGATION_STYLES)
+    naming = _check("span_naming", span_naming or section.span_naming, SPAN_NAMINGS)
     uninstrument()
     instrumentation = _Instrumentation(style, naming, tracer_provider)
     instrumentation.install()
@@ -112,10 +111,10 @@ def is_instrumented() -> bool:
 
 def instrument_from_config(config: Config | None = None) -> bool:
     """Instrument when `[tracing] enabled = true` (what `delayed work` and supervisor children do)."""
-    section = (config or get_config()).section("tracing")
-    if not section["enabled"]:
+    section = (config or get_config()).tracing
+    if not section.enabled:
         return False
-    instrument(section["propagation_style"], section["span_naming"])
+    instrument(section.propagation_style, section.span_naming)
     return True
 
 
@@ -185,17 +184,17 @@ class _Instrumentation:
 
     # -- (un)installing ----------------------------------------------------------------------
     def install(self) -> None:
-        job_module.enqueue_wrappers.append(self.publish_spans)
-        job_module.enqueue_extensions.append(self.inject)
-        job_module.perform_wrappers.append(self.process_span)
+        enqueue.enqueue_wrappers.append(self.publish_spans)
+        enqueue.enqueue_extensions.append(self.inject)
+        executor.perform_wrappers.append(self.process_span)
         self._unsubscribe.append(events.subscribe("delayed.job.enqueue", self.on_enqueued))
         self._unsubscribe.append(events.subscribe("delayed.worker.exit", self.on_worker_exit))
 
     def remove(self) -> None:
         for hooks, hook in (
-            (job_module.enqueue_wrappers, self.publish_spans),
-            (job_module.enqueue_extensions, self.inject),
-            (job_module.perform_wrappers, self.process_span),
+            (enqueue.enqueue_wrappers, self.publish_spans),
+            (enqueue.enqueue_extensions, self.inject),
+            (executor.perform_wrappers, self.process_span),
         ):
             while hook in hooks:
                 hooks.remove(hook)

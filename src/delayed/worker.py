@@ -25,24 +25,20 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections.abc import Callable
-from contextlib import ExitStack
-from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import events
-from .backends import Backend, ClaimFilter, Outcome, Waiter, backend_for
+from .backends import Backend, ClaimFilter, Waiter, backend_for
 from .completer import Completer
 from .config import Config, get_config
-from .db import describe_error, get_engine
-from .errors import HandlerError, UnknownJobError
-from .job import Job, JobRecord, lookup, perform_wrappers
+from .db import describe_error, engine_for
+from .executor import Executor
 from .priority import resolve as resolve_priority
-from .timeutil import to_seconds, utcnow
+from .record import JobRecord, Outcome
+from .schema import get_table
 
 log = logging.getLogger("delayed.worker")
 
@@ -99,55 +95,6 @@ def default_worker_name() -> str:
         return f"pid:{os.getpid()}"
 
 
-def format_error(exc: BaseException) -> str:
-    """`Class: message` then the traceback: what last_error holds."""
-    head = f"{type(exc).__qualname__}: {exc}"
-    body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return f"{head}\n{body}"
-
-
-def job_max_run_time(job_class: type[Job] | None, config: Config) -> float:
-    """A job's own max_run_time, capped at the global one (the lock timeout depends on it)."""
-    if job_class is not None and job_class.max_run_time is not None:
-        return min(to_seconds(job_class.max_run_time), config.max_run_time)
-    return float(config.max_run_time)
-
-
-def failure_outcome(
-    record: JobRecord,
-    last_error: str,
-    config: Config,
-    job: Job | None = None,
-    now: datetime | None = None,
-) -> Outcome:
-    """The outcome of a failed attempt: retry with back-off, or fail at max_attempts.
-
-    Shared by the worker (a job raised) and the supervisor (a job passed max_run_time or its
-    process died), so both count attempts and schedule retries the same way.
-    """
-    now = utcnow() if now is None else now
-    attempts = record.attempts + 1
-    job_class = type(job) if job is not None else _maybe_lookup(record.name)
-    max_attempts = (job_class.max_attempts if job_class else None) or config.max_attempts
-    locked_by = record.locked_by or ""
-    if attempts >= max_attempts:
-        destroy = job_class.destroy_failed_jobs if job_class else None
-        if destroy is None:
-            destroy = config.destroy_failed_jobs
-        kind = "delete" if destroy else "fail"
-        return Outcome(kind, record.id, locked_by, attempts=attempts, last_error=last_error)
-    instance = job if job is not None else (job_class() if job_class else Job())
-    run_at = instance.reschedule_at(now, attempts)
-    return Outcome("retry", record.id, locked_by, attempts=attempts, run_at=run_at, last_error=last_error)
-
-
-def _maybe_lookup(name: str) -> type[Job] | None:
-    try:
-        return lookup(name)
-    except UnknownJobError:
-        return None
-
-
 class Worker:
     """Works off jobs: `Worker(...).run()` until stopped, or `.work_off(n)` in tests."""
 
@@ -187,11 +134,7 @@ class Worker:
             if self.config.max_priority is None
             else resolve_priority(self.config.max_priority, names),
         )
-        self.succeeded = 0
-        self.failed = 0
-        # Hooks for a supervising process: called in the job's thread.
-        self.on_job_start: Callable[[JobRecord, float], None] | None = None
-        self.on_job_end: Callable[[JobRecord], None] | None = None
+        self._executor: Executor | None = None
         self._lock = threading.Lock()
         self._busy = 0
         self._held: dict[int, JobRecord] = {}
@@ -206,7 +149,6 @@ class Worker:
         self._conn: sa.Connection | None = None
         self._reserve_failures = 0
         self._waiter: Waiter = Waiter()
-        self._max_run_times: dict[type[Job], float] = {}  # per job class (the config is fixed)
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -218,8 +160,25 @@ class Worker:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = backend_for(get_engine())
+            engine = engine_for(self.config.database_url)
+            self._backend = backend_for(engine, get_table(self.config.table_name))
         return self._backend
+
+    @property
+    def executor(self) -> Executor:
+        """Runs each claimed job (made on first use, once the worker's name is known)."""
+        if self._executor is None:
+            backend = self.backend
+            self._executor = Executor(self.config, self.name, backend.name, backend.table.name)
+        return self._executor
+
+    @property
+    def succeeded(self) -> int:
+        return self.executor.succeeded
+
+    @property
+    def failed(self) -> int:
+        return self.executor.failed
 
     @property
     def busy(self) -> int:
@@ -303,11 +262,10 @@ class Worker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._max_run_times.clear()  # job classes' settings are read afresh per run
         self._completer = Completer(self.backend).start()
         self._waiter = self.backend.waiter(self.config.listen_notify)
         # Last: nothing after this may fail, or these (non-daemon) threads would outlive us.
-        self._pool = JobThreads(self.max_claims, self._execute, "delayed-job")
+        self._pool = JobThreads(self.max_claims, self._run_one, "delayed-job")
 
     def _finish(self) -> None:
         pool, completer = self._pool, self._completer
@@ -544,13 +502,11 @@ class Worker:
         self._pool.submit(record)
 
     # -- one job, in its thread ------------------------------------------------------------
-    def _execute(self, record: JobRecord) -> None:
+    def _run_one(self, record: JobRecord) -> None:
+        """A job thread's turn: run the record, hand its outcome on, wake the loop if it waits."""
         outcome: Outcome | None = None
         try:
-            outcome = self._perform(record)
-        except BaseException as exc:  # a bug of ours or a hook: keep the job, log loudly
-            log.exception("Job thread crashed on job %s", record.id)
-            outcome = failure_outcome(record, format_error(exc), self.config)
+            outcome = self.executor.execute(record)
         finally:
             if outcome is not None and self._completer is not None:
                 self._completer.put(outcome)
@@ -562,86 +518,3 @@ class Worker:
                     self._wake_busy = -1  # one write per wait is enough
             if wake:
                 self._wake()
-
-    def _tags(self, record: JobRecord) -> dict[str, Any]:
-        return {
-            "job": record,
-            "job_name": record.name,
-            "priority": record.priority,
-            "queue": record.queue,
-            "table": self.backend.table.name,
-            "database_adapter": self.backend.name,
-            "worker": self.name,
-        }
-
-    def _perform(self, record: JobRecord) -> Outcome:
-        try:
-            payload = record.payload
-            job_class = lookup(payload["job"])
-        except (HandlerError, UnknownJobError) as exc:
-            return self._unrecoverable(record, exc)
-        job = job_class()
-        job.record = record
-        if self.on_job_start is not None:
-            max_run_time = self._max_run_times.get(job_class)
-            if max_run_time is None:
-                max_run_time = self._max_run_times[job_class] = job_max_run_time(job_class, self.config)
-            self.on_job_start(record, max_run_time)
-        log.debug("Job %s (id=%s) RUNNING", record.name, record.id)
-        try:
-            if perform_wrappers or events.has_listeners("delayed.job.run"):
-                with ExitStack() as stack:
-                    for wrapper in perform_wrappers:
-                        stack.enter_context(wrapper(record, job))
-                    with events.instrument("delayed.job.run", **self._tags(record)):
-                        job.perform(*payload.get("args", ()), **payload.get("kwargs", {}))
-            else:  # nothing observes this run: no context managers, no payload dict
-                job.perform(*payload.get("args", ()), **payload.get("kwargs", {}))
-        except BaseException as exc:
-            return self._erroring(record, job, exc)
-        finally:
-            if self.on_job_end is not None:
-                self.on_job_end(record)
-        with self._lock:
-            self.succeeded += 1
-        log.debug("Job %s (id=%s) COMPLETED", record.name, record.id)
-        return Outcome("delete", record.id, self.name)
-
-    def _erroring(self, record: JobRecord, job: Job, exc: BaseException) -> Outcome:
-        with self._lock:
-            self.failed += 1
-        last_error = format_error(exc)
-        outcome = failure_outcome(replace(record, locked_by=self.name), last_error, self.config, job)
-        updated = replace(record, attempts=outcome.attempts, last_error=last_error)
-        if outcome.kind == "retry":
-            log.warning(
-                "Job %s (id=%s) FAILED (%d prior attempts) with %s: %s",
-                record.name,
-                record.id,
-                record.attempts,
-                type(exc).__qualname__,
-                exc,
-            )
-        else:
-            log.error(
-                "Job %s (id=%s) FAILED permanently because of %d consecutive failures: %s: %s",
-                record.name,
-                record.id,
-                outcome.attempts,
-                type(exc).__qualname__,
-                exc,
-            )
-            events.emit("delayed.job.failure", **self._tags(updated), error=exc)
-        events.emit("delayed.job.error", **self._tags(updated), error=exc)
-        return outcome
-
-    def _unrecoverable(self, record: JobRecord, exc: Exception) -> Outcome:
-        """An undecodable handler or unknown job name: fail at once, attempts unchanged."""
-        with self._lock:
-            self.failed += 1
-        last_error = format_error(exc)
-        log.error("Job %s (id=%s) FAILED permanently with %s", record.name, record.id, exc)
-        updated = replace(record, last_error=last_error)
-        events.emit("delayed.job.failure", **self._tags(updated), error=exc)
-        kind = "delete" if self.config.destroy_failed_jobs else "fail"
-        return Outcome(kind, record.id, self.name, attempts=record.attempts, last_error=last_error)

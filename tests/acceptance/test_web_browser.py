@@ -15,8 +15,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from delayed.web import create_app
-
-from ..web_helpers import Later, chromium, fail_jobs, serve
+from tests.web_helpers import Later, chromium, fail_jobs, serve
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,9 @@ from datetime import timedelta
 import pytest
 
 import delayed
-from delayed import jobs as admin
+from delayed import admin
 from delayed.timeutil import utcnow
-
-from ..web_helpers import Later, fail_jobs
+from tests.web_helpers import Later, fail_jobs
 
 
 def _states(db) -> dict[str, list[int]]:

@@ -9,9 +9,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from .base import Backend, ClaimFilter, Outcome, Waiter
+from ..record import Outcome
+from .base import Backend, ClaimFilter, Waiter
 from .mysql import MySQLBackend
 from .postgres import PostgresBackend
+from .psycopg_insert import insert_psycopg
 from .sqlite import SQLiteBackend
 
 __all__ = [
@@ -42,12 +44,8 @@ _CACHE_SIZE = 16
 _CACHE_LOCK = threading.Lock()
 
 
-def backend_for(engine: Engine, table: sa.Table | None = None) -> Backend:
+def backend_for(engine: Engine, table: sa.Table) -> Backend:
     """The Backend for the engine's dialect; other dialects are refused with the list we support."""
-    from ..config import get_config
-    from ..schema import get_table
-
-    table = get_table(get_config().table_name) if table is None else table
     backend = _CACHE.get((engine, table))
     if backend is not None:
         return backend
@@ -69,21 +67,15 @@ def _is_psycopg(obj: Any) -> bool:
     return module.startswith("psycopg") and hasattr(obj, "cursor")
 
 
-def insert_rows(rows: list[dict[str, Any]], using: Any = None) -> list[int]:
-    """Insert job rows, joining the caller's transaction when `using` is given."""
-    from ..db import get_engine
-
-    if using is None:
-        return backend_for(get_engine()).insert_now(rows)
+def insert_rows(rows: list[dict[str, Any]], table: sa.Table, using: Any) -> list[int]:
+    """Insert job rows inside the caller's transaction on `using` (they commit or roll back)."""
     if isinstance(using, Session):
         conn = using.connection()
-        return backend_for(conn.engine).insert(conn, rows)
+        return backend_for(conn.engine, table).insert(conn, rows)
     if isinstance(using, Connection):
-        return backend_for(using.engine).insert(using, rows)
+        return backend_for(using.engine, table).insert(using, rows)
     if _is_psycopg(using):
-        from .psycopg_insert import insert_psycopg
-
-        return insert_psycopg(using, rows)
+        return insert_psycopg(using, table.name, rows)
     raise TypeError(
         f"using= takes a SQLAlchemy Connection or Session, or a psycopg Connection; got {type(using)!r}"
     )

@@ -16,12 +16,12 @@ import select
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..job import JobRecord
+from ..record import JobRecord, Outcome
 from ..timeutil import utcnow
 
 log = logging.getLogger("delayed.backend")
@@ -36,22 +36,6 @@ class ClaimFilter:
     queues: tuple[str, ...] = ()
     min_priority: int | None = None
     max_priority: int | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one claimed job, to be written by the completer.
-
-    kind: "delete" (success, or a failure with destroy_failed_jobs), "retry" (attempts,
-    run_at and last_error updated, lock cleared) or "fail" (failed_at set, row kept).
-    """
-
-    kind: Literal["delete", "retry", "fail"]
-    id: int
-    locked_by: str
-    attempts: int = 0
-    run_at: datetime | None = None
-    last_error: str | None = None
 
 
 class Waiter:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..job import JobRecord
+from ..record import JobRecord
 from ..timeutil import utcnow
 from .base import Backend, ClaimFilter
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from ..db import describe_error
-from ..job import JobRecord
+from ..record import JobRecord
 from ..schema import notify_channel
 from ..timeutil import utcnow
 from .base import Backend, ClaimFilter, Outcome, Waiter

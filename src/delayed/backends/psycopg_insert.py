@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import sql
+
 _COLUMNS = ("priority", "attempts", "handler", "run_at", "queue", "name", "created_at", "updated_at")
 
 
-def insert_psycopg(conn: Any, rows: list[dict[str, Any]]) -> list[int]:
+def insert_psycopg(conn: Any, table_name: str, rows: list[dict[str, Any]]) -> list[int]:
     """Multi-row INSERT ... RETURNING id on a psycopg Connection; ids in input order."""
-    from psycopg import sql
-
-    from ..config import get_config
-
-    table = sql.Identifier(get_config().table_name)
+    table = sql.Identifier(table_name)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
     ids: list[int] = []
     with conn.cursor() as cursor:

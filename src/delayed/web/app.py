@@ -39,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ..config import Config, build_config, get_config
-from ..db import create_engine, describe_error, get_engine, redact
+from ..db import describe_error, engine_for, redact
 from ..errors import DelayedError, HandlerError
 from ..job import JobRecord
 from ..timeutil import utcnow
@@ -116,7 +116,7 @@ class Dashboard:
         if settings.sample_interval > 0:
             max_age = settings.sample_interval * 2
         else:
-            max_age = float(config.section("prometheus")["cache"])
+            max_age = float(config.section("prometheus").cache)
         self.source = SnapshotSource(
             config,
             engine,
@@ -134,7 +134,7 @@ class Dashboard:
         return self._engine if isinstance(self._engine, sa.Engine) else self._engine()
 
     def _worker_totals_reader(self) -> Callable[[], dict[str, float] | None] | None:
-        directory = self.config.section("prometheus")["multiproc_dir"]
+        directory = self.config.section("prometheus").multiproc_dir
         if not directory:
             return None
         try:
@@ -378,7 +378,7 @@ class Dashboard:
         return list(ACTIONS)
 
     def state_of(self, record: JobRecord, now: datetime | None = None) -> str:
-        """The row's state with the monitor's meanings (see delayed.jobs.JobFilter)."""
+        """The row's state with the monitor's meanings (see delayed.admin.JobFilter)."""
         now = now or utcnow()
         if record.failed_at is not None:
             return "failed"
@@ -635,18 +635,17 @@ def create_app(
       Basic, and `[web] auth = "module:function"` names a callable; with none of them the
       app has no authentication (fine on 127.0.0.1, or behind your own app's login).
     read_only: True hides every action and refuses action POSTs; None means `[web] read_only`.
-    engine: a SQLAlchemy Engine to use; default: the process engine when `config` is the
-      process's database, else one made for this app.
+    engine: a SQLAlchemy Engine to use; default: this process's engine for the config's
+      database (delayed.db.engine_for, shared with the rest of the process).
     settings: other `[web]` keys to override (refresh=5, page_size=100, ...).
     """
     cfg = _resolve_config(config)
     web = web_settings(cfg, **settings)
     if engine is not None:
         chosen: sa.Engine | Callable[[], sa.Engine] = engine
-    elif cfg.database_url == get_config().database_url:
-        chosen = get_engine  # the process engine, remade after a fork
     else:
-        chosen = create_engine(cfg.database_url)
+        url = cfg.database_url
+        chosen = lambda: engine_for(url)  # noqa: E731 - this process's engine for the URL, remade after a fork
     if auth is not None:
         check = wrap_callable(auth)
     elif web.auth:

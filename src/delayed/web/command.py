@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ..cli_common import fail, load_config, with_config
+from ..cli.options import config_options, fail, load_config
 from ..db import redact
 from ..errors import ConfigError
 
@@ -45,34 +45,24 @@ def _after_shutdown(_signum: int, _frame: Any) -> None:
 
 
 @click.command("web")
-@with_config
-@click.option("--bind", default=None, help="host:port to listen on (default [web] bind, 127.0.0.1:8080).")
-@click.option("--read-only", is_flag=True, default=None, help="Hide every action (also [web] read_only).")
-@click.option("--require", "require", multiple=True, help="Module to import first (repeatable).")
-def web(
-    config_file: str | None,
-    database_url: str | None,
-    bind: str | None,
-    read_only: bool | None,
-    require: tuple[str, ...],
-) -> None:
+@config_options("web")
+@click.option("--read-only", is_flag=True, default=False, help="Hide every action (also [web] read_only).")
+def web(read_only: bool, **params: Any) -> None:
     """Serve the web dashboard (overview, jobs, actions, /metrics) until SIGTERM/SIGINT."""
-    config = load_config(config_file, {"database_url": database_url}, require)
+    config = load_config("web", params)
     try:
         import uvicorn
 
         from . import create_app
         from .settings import web_settings
 
-        settings = web_settings(config, bind=bind)
+        settings = web_settings(config)
         app = create_app(config, read_only=True if read_only else None)
         host, port = check_bind(settings.bind, app.state.authenticated)
     except ImportError as exc:
         fail(f"{exc}")
-        return
     except ConfigError as exc:
         fail(str(exc))
-        return
     log.info(
         "Dashboard for %s on http://%s/%s",
         redact(config.database_url),

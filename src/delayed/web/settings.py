@@ -8,22 +8,15 @@ password out of the file).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import (
-    BOOL,
-    DURATION,
-    INT,
-    OPTIONAL,
-    STR,
-    Config,
-    Setting,
-    declare_section,
-)
+from ..config import Config, section, setting
+from ..config import values as v
+from ..config.table import parse_value
 from ..errors import ConfigError
 
 
@@ -33,6 +26,9 @@ def parse_bind(value: Any) -> str:
         raise ValueError(f"expected 'host:port' such as '127.0.0.1:8080', got {value!r}")
     split_address(value)
     return value.strip()
+
+
+v._kind(parse_bind, '"host:port"')
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -51,85 +47,77 @@ def split_address(value: str) -> tuple[str, int]:
     return host, port
 
 
-def _import_path(value: Any) -> str:
-    if not isinstance(value, str) or value.count(":") != 1 or not all(value.split(":")):
-        raise ValueError(f"expected 'module:function' (e.g. 'myapp.auth:check'), got {value!r}")
-    return value.strip()
-
-
 def _page_size(value: Any) -> int:
-    size = INT(1)(value)
+    size = v.integer(1)(value)
     if size > 500:
         raise ValueError(f"must be at most 500 (a page is read in one query), got {size}")
     return size
 
 
+v._kind(_page_size, "integer 1-500")
+
+
 def _refresh(value: Any) -> float:
-    seconds = DURATION()(value)
+    seconds = v.duration()(value)
     if 0 < seconds < 1:
         raise ValueError(f"must be 0 (off) or at least 1 second, got {value!r}")
     return seconds
 
 
-SECTION = declare_section(
+v._kind(_refresh, "duration (0, or 1 s or more)")
+
+
+@section(
     "web",
-    [
-        Setting("bind", parse_bind, "127.0.0.1:8080", "Address `delayed web` listens on ('host:port')."),
-        Setting("username", OPTIONAL(STR), None, "HTTP Basic user name (needs password too)."),
-        Setting(
-            "password",
-            OPTIONAL(STR),
-            None,
-            "HTTP Basic password; prefer the environment (DELAYED_WEB_PASSWORD). Never logged.",
-        ),
-        Setting(
-            "auth",
-            OPTIONAL(_import_path),
-            None,
-            "'module:function' called with each request: true (or a user name) lets it in, "
-            "false answers 403, a Response is sent as is. Replaces username/password.",
-        ),
-        Setting("read_only", BOOL, False, "Hide every action and refuse action POSTs (403)."),
-        Setting("refresh", _refresh, 10.0, "Seconds between automatic page reloads (0: never)."),
-        Setting("page_size", _page_size, 50, "Jobs per page (1-500)."),
-        Setting(
-            "sample_interval",
-            DURATION(),
-            15.0,
-            "Seconds between the overview's counts (one monitor query set, shared with /metrics); "
-            "0: only when a page asks, cached that long.",
-        ),
-        Setting("history", DURATION(positive=True), 3600.0, "How far back the overview's charts reach."),
-        Setting(
-            "secret_key",
-            OPTIONAL(STR),
-            None,
-            "Key signing CSRF tokens; unset: random per process (set it when several processes "
-            "serve the dashboard behind one address).",
-        ),
-        Setting("metrics", BOOL, True, "Serve Prometheus metrics at /metrics (same auth as the pages)."),
-    ],
+    "`delayed web` and `delayed.web.create_app()`: the dashboard (pip install 'pydelayed[web]'). "
+    "docs/web.md describes the pages, actions and security.",
 )
-
-
-Auth = Callable[[Any], Any]
-
-
 @dataclass(frozen=True)
 class WebSettings:
-    """The resolved `[web]` section, cross-checked (username and password come together)."""
+    """`[web]`, cross-checked by `web_settings` (username and password come together)."""
 
-    bind: str
-    username: str | None
-    password: str | None
-    auth: str | None
-    read_only: bool
-    refresh: float
-    page_size: int
-    sample_interval: float
-    history: float
-    secret_key: str | None
-    metrics: bool
+    bind: str = setting(
+        "127.0.0.1:8080",
+        parse_bind,
+        "Address `delayed web` listens on. A non-loopback address needs username/password or auth.",
+        flags=("--bind",),
+        commands=("web",),
+    )
+    username: str | None = setting(
+        None, v.optional(v.string), "HTTP Basic user name (needs password too).", example="ops"
+    )
+    password: str | None = setting(
+        None,
+        v.optional(v.string),
+        "HTTP Basic password; prefer the environment (DELAYED_WEB_PASSWORD). Never logged or shown.",
+        example="use DELAYED_WEB_PASSWORD",
+    )
+    auth: str | None = setting(
+        None,
+        v.optional(v.import_path),
+        '"module:function" called with each request: true (or a user name) lets it in, false '
+        "answers 403, a Starlette Response is sent as is. Replaces username/password.",
+        example="myapp.auth:staff_only",
+    )
+    read_only: bool = setting(False, v.boolean, "Hide every action and refuse action POSTs (403).")
+    refresh: float = setting(10.0, _refresh, "Seconds between automatic page reloads (0: never).")
+    page_size: int = setting(50, _page_size, "Jobs per page.")
+    sample_interval: float = setting(
+        15.0,
+        v.duration(),
+        "Seconds between the overview's counts (the monitor's queries, shared with /metrics), run in "
+        "a background thread; a sample that took t seconds waits at least 10 t. 0: only when a page "
+        "asks, cached [prometheus] cache seconds.",
+    )
+    history: float = setting(3600.0, v.duration(positive=True), "How far back the overview's charts reach.")
+    secret_key: str | None = setting(
+        None,
+        v.optional(v.string),
+        "Key signing the CSRF tokens; unset: random per process (set it when several processes "
+        "serve the dashboard behind one address).",
+        example="a long random string",
+    )
+    metrics: bool = setting(True, v.boolean, "Serve Prometheus metrics at /metrics (same auth as the pages).")
 
     def __repr__(self) -> str:  # never print the password or the key
         return f"WebSettings(bind={self.bind!r}, username={self.username!r}, read_only={self.read_only})"
@@ -141,21 +129,22 @@ class WebSettings:
 
 def web_settings(config: Config, **overrides: Any) -> WebSettings:
     """`[web]` of `config`, with keyword overrides (None = keep), checked as a whole."""
-    values = dict(config.section("web"))
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        try:
-            values[key] = SECTION.settings[key].parse(value)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"[web] {key}: {exc}") from None
-    if bool(values["username"]) != bool(values["password"]):
-        missing = "password" if values["username"] else "username"
+    from ..config import SECTIONS
+
+    current: WebSettings = config.section("web")
+    given = {
+        key: parse_value(SECTIONS["web"], key, value, "arguments")
+        for key, value in overrides.items()
+        if value is not None
+    }
+    settings = dataclasses.replace(current, **given)
+    if bool(settings.username) != bool(settings.password):
+        missing = "password" if settings.username else "username"
         raise ConfigError(
             f"{config.source}: [web] username and password go together; {missing} is not set "
             f"(set it, or DELAYED_WEB_{missing.upper()})"
         )
-    return WebSettings(**values)
+    return settings
 
 
 def is_loopback(host: str) -> bool:

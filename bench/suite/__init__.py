@@ -1,0 +1,1 @@
+"""The scenarios `run.py --scenarios` can name: every module here registers some (see registry.py)."""

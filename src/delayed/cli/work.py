@@ -1,0 +1,43 @@
+"""`delayed work`: one worker process, until SIGTERM/SIGINT or (`--exit-on-complete`) idle.
+
+Flags mirror the Ruby rake task's environment knobs (QUEUE/QUEUES, MAX_CLAIMS, MIN_PRIORITY,
+MAX_PRIORITY), which are read as well: flags win over the environment, which wins over the
+file given with -c.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from .. import prometheus, statsd
+from ..errors import DelayedError
+from ..tracing import instrument_from_config
+from ..worker import Worker
+from .options import config_options, fail, load_config
+
+
+@click.command("work")
+@config_options("work")
+@click.option("--exit-on-complete", is_flag=True, help="Exit 0 once no job is ready.")
+def work(exit_on_complete: bool, **params: Any) -> None:
+    """Work off jobs until SIGTERM/SIGINT (or, with --exit-on-complete, until none is ready)."""
+    config = load_config("work", params)
+    try:
+        instrument_from_config(config)
+        worker = Worker(config=config)
+    except DelayedError as exc:
+        fail(str(exc))
+    statsd.install(config)
+    prometheus.install(config)  # [prometheus] multiproc_dir: job counters and timings
+    status = worker.run(exit_on_complete=exit_on_complete)
+    if status != 0:
+        # A second signal: the running jobs' locks are released; do not wait for their
+        # threads (the interpreter would join them at exit), leave now.
+        logging.shutdown()
+        os._exit(status)
+    sys.exit(status)

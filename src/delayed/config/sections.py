@@ -1,0 +1,343 @@
+"""The core sections: [delayed], [supervisor], [[pool]], [statsd], [monitor], [tracing].
+
+Each is a frozen dataclass: code reads `config.max_claims`, `config.supervisor.workers`,
+`config.pools[0].queues`, typed. Optional features declare their own sections the same way
+in their own modules (delayed.config.table.section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import values as v
+from .table import section, setting
+
+ALL_COMMANDS = ("migrate", "work", "monitor", "jobs", "web")
+
+
+@section(
+    "delayed",
+    "The jobs table, the workers and the job defaults. Read by `delayed work`, `delayed migrate`, "
+    "`delayed jobs`, `delayed monitor` and `delayed supervise` (`delayed-supervisor`).",
+)
+@dataclass(frozen=True)
+class DelayedSettings:
+    """`[delayed]`: what every command and worker reads."""
+
+    database_url: str = setting(
+        "sqlite:///delayed.sqlite3",
+        v.string,
+        "SQLAlchemy URL of the database holding the jobs table. postgresql:// uses psycopg 3, "
+        "mysql:// uses PyMySQL. Prefer the environment or this file to the flag: a flag's password "
+        "is visible to `ps`.",
+        env=("DELAYED_DATABASE_URL",),
+        flags=("--database-url",),
+        commands=ALL_COMMANDS,
+        example="postgresql://delayed@localhost/myapp",
+    )
+    table_name: str = setting("delayed_jobs", v.string, "Name of the jobs table.")
+    require: list[str] = setting(
+        [],
+        v.string_list,
+        "Modules imported before working, so their job classes are registered, e.g. "
+        '["myapp.jobs", "myapp.mailers"]. The supervisor imports them once, in the master. '
+        "A flag adds to the file's list.",
+        flags=("--require",),
+        commands=("work",),
+    )
+    max_claims: int = setting(
+        5,
+        v.integer(1),
+        "Jobs one worker process runs at once (its thread-pool size) and claims per pickup. "
+        "Under the supervisor, [supervisor] max_claims and [[pool]] max_claims take precedence.",
+        env=("MAX_CLAIMS",),
+        flags=("--max-claims",),
+        commands=("work",),
+    )
+    read_ahead: int = setting(
+        5,
+        v.integer(1),
+        "MySQL/MariaDB servers without SKIP LOCKED only: candidate rows read per pickup.",
+        env=("READ_AHEAD",),
+        flags=("--read-ahead",),
+        commands=("work",),
+    )
+    sleep_delay: float = setting(
+        5.0,
+        v.duration(),
+        "Seconds an idle worker waits before looking for jobs again (PostgreSQL also wakes at once "
+        "on NOTIFY when listen_notify is true).",
+        env=("SLEEP_DELAY",),
+        flags=("--sleep-delay",),
+        commands=("work",),
+    )
+    max_attempts: int = setting(
+        25,
+        v.integer(1),
+        "Runs a job gets before it is marked failed (a job class may set its own).",
+        env=("MAX_ATTEMPTS",),
+    )
+    max_run_time: float = setting(
+        1200.0,
+        v.duration(positive=True),
+        "Longest a job may run (a job class may set a lower one). Under the supervisor a job past "
+        "it has its process killed and counts a failed attempt. The lock timeout is this plus 30 s; "
+        "0 is refused.",
+        env=("MAX_RUN_TIME",),
+        example="20m",
+    )
+    queues: list[str] = setting(
+        [],
+        v.string_list,
+        "Queues to work; empty means every queue (and jobs with none). Pools may override.",
+        env=("QUEUES", "QUEUE"),
+        flags=("--queue", "--queues"),
+        commands=("work",),
+    )
+    default_queue_name: str = setting("default", v.string, "Queue of a job that names none.")
+    default_priority: int | str = setting(
+        10, v.priority, "Priority of a job that names none: a number or a name from priority_names."
+    )
+    min_priority: int | str | None = setting(
+        None,
+        v.optional(v.priority),
+        "Lowest priority this worker picks up (inclusive; a number or a name); unset means no "
+        "bound. Pools may override.",
+        env=("MIN_PRIORITY",),
+        flags=("--min-priority",),
+        commands=("work",),
+        example=0,
+    )
+    max_priority: int | str | None = setting(
+        None,
+        v.optional(v.priority),
+        "Highest priority this worker picks up (inclusive; a number or a name); unset means no "
+        "bound. Pools may override.",
+        env=("MAX_PRIORITY",),
+        flags=("--max-priority",),
+        commands=("work",),
+        example="reporting",
+    )
+    destroy_failed_jobs: bool = setting(
+        False,
+        v.boolean,
+        "Delete jobs that exhaust their attempts instead of keeping them with failed_at set.",
+    )
+    priority_names: dict[str, int] = setting(
+        {"interactive": 0, "user_visible": 10, "eventual": 20, "reporting": 30},
+        v.priority_names,
+        "Named priority ranges: name = lower bound (each range runs to the next bound; one must "
+        "start at 0). A lower number is picked up first.",
+    )
+    priority_alerts: dict[str, dict[str, float | int | None]] | None = setting(
+        None,
+        v.optional(v.priority_alerts),
+        "Alert thresholds per priority name (the monitor and Priority objects use them): "
+        'name = { age = "1m", run_time = "30s", attempts = 3 }; false removes a threshold. The '
+        "default names start from the Ruby gem's thresholds, custom names from none.",
+        example={"interactive": {"age": "2m"}, "reporting": {"attempts": False}},
+    )
+    listen_notify: bool = setting(
+        True,
+        v.boolean,
+        "On PostgreSQL, wake idle workers with LISTEN/NOTIFY instead of waiting sleep_delay.",
+    )
+    log_level: str = setting(
+        "INFO", v.log_level, "Log level of the commands (DEBUG, INFO, WARNING, ERROR, CRITICAL)."
+    )
+
+
+@section(
+    "supervisor",
+    "`delayed supervise -c FILE` (alias `delayed-supervisor`): a master process that forks worker "
+    "children, replaces them when they die, kills a child whose job passes max_run_time, and "
+    "drains gracefully. Signals: TERM/INT drain and exit 0 (a second one stops at once), QUIT "
+    "stops at once (running jobs are released and run again), HUP reloads this file and replaces "
+    "every child gracefully (code is not reloaded: restart for a deploy), TTIN/TTOU add/remove one "
+    "child of the first pool (until the next HUP), USR1 reopens log_file.",
+)
+@dataclass(frozen=True)
+class SupervisorSettings:
+    """`[supervisor]`: the master's settings."""
+
+    workers: int = setting(
+        2,
+        v.integer(0),
+        "Child processes of the default pool; used when no [[pool]] is given, and as the default of "
+        "a [[pool]] without `workers`.",
+    )
+    max_claims: int | None = setting(
+        None,
+        v.optional(v.integer(1)),
+        "Threads per child (jobs each child runs at once); unset means [delayed] max_claims.",
+        example=5,
+    )
+    graceful_timeout: float = setting(
+        30.0,
+        v.duration(),
+        "Seconds children get to finish their running jobs after TERM/INT/HUP (and after being "
+        "recycled for memory); then they are killed and their jobs released to run again. Keep "
+        "systemd's TimeoutStopSec above this.",
+    )
+    max_memory_mb: int | None = setting(
+        None,
+        v.optional(v.integer(1)),
+        "A child whose resident memory passes this many MiB is drained and replaced; unset means no limit.",
+        example=1024,
+    )
+    pidfile: str | None = setting(
+        None,
+        v.optional(v.string),
+        "File the master writes its pid to; removed at exit. Unset means none.",
+        example="/run/delayed/supervisor.pid",
+    )
+    log_level: str | None = setting(
+        None,
+        v.optional(v.log_level),
+        "Log level of the master and children; unset means [delayed] log_level.",
+        example="INFO",
+    )
+    log_file: str | None = setting(
+        None,
+        v.optional(v.string),
+        "Append logs to this file instead of stderr (systemd's journal); USR1 reopens it after "
+        "rotation. Unset means stderr.",
+        example="/var/log/delayed/supervisor.log",
+    )
+    heartbeat_timeout: float = setting(
+        30.0,
+        v.duration(positive=True),
+        "Children report a heartbeat every second; one silent for this long is killed and replaced, "
+        "and the jobs it held count a failed attempt.",
+    )
+    max_run_time_grace: float = setting(
+        2.0,
+        v.duration(),
+        "When a job passes its max_run_time its child stops claiming at once; after this many more "
+        "seconds, if the job still runs, the child is killed: that job counts a failed attempt "
+        '("max_run_time of N s exceeded"), the child\'s other jobs are released.',
+    )
+    on_worker_boot: str | None = setting(
+        None,
+        v.optional(v.import_path),
+        '"module:function" called with no arguments in each child right after the fork, before it '
+        "works: set up per-process clients here (tracer providers, HTTP pools, ...).",
+        example="myapp.boot:worker_boot",
+    )
+    monitor: bool = setting(
+        False,
+        v.boolean,
+        "Also run the monitor (periodic gauges of the jobs table, see [monitor]) as one extra child.",
+    )
+
+
+_POOL_EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "A pool that only runs interactive jobs (priorities 0-9), so they never wait behind long "
+        "reports. No min_priority here, so negative priorities (more urgent than interactive) run "
+        "in this pool too.",
+        {"name": "interactive", "queues": [], "max_priority": 9, "workers": 1, "max_claims": 5},
+    ),
+    ("Everything else.", {"name": "default", "min_priority": 10, "workers": 2}),
+)
+
+
+@section(
+    "pool",
+    "Optional: groups of children with their own queues, priorities and sizes. Without any "
+    '[[pool]], there is one pool ("default") made from [supervisor] and [delayed]. Each key left '
+    "out falls back to [supervisor] (workers, max_claims) or [delayed] (queues, min_priority, "
+    "max_priority).",
+    array=True,
+    examples=_POOL_EXAMPLES,
+)
+@dataclass(frozen=True)
+class PoolSettings:
+    """One `[[pool]]` table (None: fall back as the section's doc says)."""
+
+    name: str | None = setting(
+        None, v.optional(v.string), 'Name shown in process titles, logs and events (default "pool-N").'
+    )
+    queues: list[str] | None = setting(
+        None, v.optional(v.string_list), "Queues of this pool; [] means every queue."
+    )
+    min_priority: int | str | None = setting(
+        None, v.optional(v.priority), "Lowest priority picked up (inclusive; a number or a name).", example=0
+    )
+    max_priority: int | str | None = setting(
+        None, v.optional(v.priority), "Highest priority picked up (inclusive; a number or a name)."
+    )
+    workers: int | None = setting(None, v.optional(v.integer(0)), "Child processes of this pool.")
+    max_claims: int | None = setting(None, v.optional(v.integer(1)), "Threads per child.")
+
+
+@section(
+    "statsd",
+    "Timings, counters and the monitor's gauges over UDP (docs/observability.md has the metric "
+    "names). Sending never blocks or breaks a job.",
+)
+@dataclass(frozen=True)
+class StatsdSettings:
+    """`[statsd]`."""
+
+    host: str | None = setting(
+        None,
+        v.optional(v.string),
+        "StatsD host; unset (the default) means StatsD is off.",
+        example="127.0.0.1",
+    )
+    port: int = setting(8125, v.integer(1), "UDP port.")
+    prefix: str = setting("delayed", v.string, 'Prefix of every metric name ("" for none).')
+    sample_rate: float = setting(
+        1.0, v.sample_rate, "Fraction of per-job timings and counters sent (gauges are always sent)."
+    )
+
+
+@section(
+    "monitor",
+    "`delayed monitor` (or [supervisor] monitor = true): count, ages and alert_age_percent per "
+    "queue and priority name.",
+)
+@dataclass(frozen=True)
+class MonitorSettings:
+    """`[monitor]`."""
+
+    interval: float = setting(
+        60.0,
+        v.duration(positive=True),
+        "Seconds between two passes.",
+        flags=("--interval",),
+        commands=("monitor",),
+    )
+    queues: list[str] = setting(
+        [],
+        v.string_list,
+        "Queues to report; [] means the [delayed] queues (every queue when those are empty).",
+        flags=("--queue", "--queues"),
+        commands=("monitor",),
+    )
+
+
+@section(
+    "tracing",
+    'OpenTelemetry spans for enqueue ("<queue> publish") and execution ("<queue> process"); needs '
+    "`pip install pydelayed[otel]` and a tracer provider (set it up in on_worker_boot under the "
+    "supervisor).",
+)
+@dataclass(frozen=True)
+class TracingSettings:
+    """`[tracing]`."""
+
+    enabled: bool = setting(False, v.boolean, "Turn tracing on in `delayed work` and in supervisor children.")
+    propagation_style: str = setting(
+        "link",
+        v.choice("link", "child", "none"),
+        '"link": the process span starts a new trace linked to the publish span; "child": it '
+        'continues the enqueuer\'s trace; "none": no relation.',
+    )
+    span_naming: str = setting(
+        "queue",
+        v.choice("queue", "job_class"),
+        '"queue": spans are named after the queue; "job_class": after the job\'s name.',
+    )

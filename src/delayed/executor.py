@@ -1,0 +1,156 @@
+"""The executor: one claimed record in, one Outcome out, with the job's events around it.
+
+A job thread calls `Executor.execute(record)`: decode the handler, find the registered class,
+run `perform` inside the perform wrappers (tracing) and the `delayed.job.run` event, and
+turn what happened into an Outcome: delete on success, retry or fail (delayed.retry) when
+perform raised, fail at once when the row cannot be run at all (unknown job, bad handler).
+It never raises: even a crash of our own code becomes a failed attempt, so a row is deleted
+only after its job ran. The producer (delayed.worker) decides what to claim and when; the
+completer writes the outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import replace
+from typing import Any
+
+from . import events
+from .config import Config
+from .errors import HandlerError, UnknownJobError
+from .job import Job
+from .priority import JobAlerts, config_alerts
+from .record import JobRecord, Outcome
+from .registry import lookup
+from .retry import failure_outcome, format_error, job_max_run_time
+
+log = logging.getLogger("delayed.worker")
+
+# Context-manager factories entered around each `perform`, outermost first; an exception
+# from perform passes through them (tracing records it on its span).
+perform_wrappers: list[Callable[[JobRecord, Job], AbstractContextManager[Any]]] = []
+
+JobHook = Callable[[JobRecord, float], None]
+
+
+class Executor:
+    """Runs claimed jobs for one worker (`worker_name` is the name its rows are locked by).
+
+    `on_job_start(record, max_run_time)` and `on_job_end(record)` are called in the job's
+    thread around perform (the supervisor's child reports running jobs with them).
+    """
+
+    def __init__(self, config: Config, worker_name: str, backend_name: str, table_name: str) -> None:
+        self.config = config
+        self.worker_name = worker_name
+        self.backend_name = backend_name
+        self.table_name = table_name
+        self.on_job_start: JobHook | None = None
+        self.on_job_end: Callable[[JobRecord], None] | None = None
+        self.succeeded = 0
+        self.failed = 0
+        self._lock = threading.Lock()
+        self._max_run_times: dict[type[Job], float] = {}  # per job class (the config is fixed)
+        self._thresholds = config_alerts(config)
+
+    def execute(self, record: JobRecord) -> Outcome:
+        """The outcome of running `record`; never raises."""
+        try:
+            return self._perform(record)
+        except BaseException as exc:  # a bug of ours or a hook: keep the job, log loudly
+            log.exception("Job thread crashed on job %s", record.id)
+            mine = replace(record, locked_by=self.worker_name)
+            return failure_outcome(mine, format_error(exc), self.config)
+
+    def max_run_time(self, job_class: type[Job]) -> float:
+        """The job class's max_run_time under this config (cached: both are fixed)."""
+        seconds = self._max_run_times.get(job_class)
+        if seconds is None:
+            seconds = self._max_run_times[job_class] = job_max_run_time(job_class, self.config)
+        return seconds
+
+    def tags(self, record: JobRecord) -> dict[str, Any]:
+        """The payload of a job's events: the row, its alert state and where it ran."""
+        return {
+            "job": record,
+            "alerts": JobAlerts(record, self.config.priority_names, self._thresholds),
+            "job_name": record.name,
+            "priority": record.priority,
+            "queue": record.queue,
+            "table": self.table_name,
+            "database_adapter": self.backend_name,
+            "worker": self.worker_name,
+        }
+
+    # -- steps -----------------------------------------------------------------------------
+    def _perform(self, record: JobRecord) -> Outcome:
+        try:
+            payload = record.payload
+            job_class = lookup(payload["job"])
+        except (HandlerError, UnknownJobError) as exc:
+            return self._unrecoverable(record, exc)
+        job = job_class()
+        job.record = record
+        if self.on_job_start is not None:
+            self.on_job_start(record, self.max_run_time(job_class))
+        log.debug("Job %s (id=%s) RUNNING", record.name, record.id)
+        try:
+            if perform_wrappers or events.has_listeners("delayed.job.run"):
+                with ExitStack() as stack:
+                    for wrapper in perform_wrappers:
+                        stack.enter_context(wrapper(record, job))
+                    with events.instrument("delayed.job.run", **self.tags(record)):
+                        job.perform(*payload.get("args", ()), **payload.get("kwargs", {}))
+            else:  # nothing observes this run: no context managers, no payload dict
+                job.perform(*payload.get("args", ()), **payload.get("kwargs", {}))
+        except BaseException as exc:
+            return self._erroring(record, job, exc)
+        finally:
+            if self.on_job_end is not None:
+                self.on_job_end(record)
+        with self._lock:
+            self.succeeded += 1
+        log.debug("Job %s (id=%s) COMPLETED", record.name, record.id)
+        return Outcome("delete", record.id, self.worker_name)
+
+    def _erroring(self, record: JobRecord, job: Job, exc: BaseException) -> Outcome:
+        with self._lock:
+            self.failed += 1
+        last_error = format_error(exc)
+        outcome = failure_outcome(replace(record, locked_by=self.worker_name), last_error, self.config, job)
+        updated = replace(record, attempts=outcome.attempts, last_error=last_error)
+        if outcome.kind == "retry":
+            log.warning(
+                "Job %s (id=%s) FAILED (%d prior attempts) with %s: %s",
+                record.name,
+                record.id,
+                record.attempts,
+                type(exc).__qualname__,
+                exc,
+            )
+        else:
+            log.error(
+                "Job %s (id=%s) FAILED permanently because of %d consecutive failures: %s: %s",
+                record.name,
+                record.id,
+                outcome.attempts,
+                type(exc).__qualname__,
+                exc,
+            )
+            events.emit("delayed.job.failure", **self.tags(updated), error=exc)
+        events.emit("delayed.job.error", **self.tags(updated), error=exc)
+        return outcome
+
+    def _unrecoverable(self, record: JobRecord, exc: Exception) -> Outcome:
+        """An undecodable handler or unknown job name: fail at once, attempts unchanged."""
+        with self._lock:
+            self.failed += 1
+        last_error = format_error(exc)
+        log.error("Job %s (id=%s) FAILED permanently with %s", record.name, record.id, exc)
+        updated = replace(record, last_error=last_error)
+        events.emit("delayed.job.failure", **self.tags(updated), error=exc)
+        kind = "delete" if self.config.destroy_failed_jobs else "fail"
+        return Outcome(kind, record.id, self.worker_name, attempts=record.attempts, last_error=last_error)
