@@ -21,6 +21,9 @@ then be dropped (outcomes are written only where the lock still matches), so `re
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -591,19 +594,12 @@ class Page:
 
 
 def _encode_cursor(order: str, values: list[Any]) -> str:
-    import base64
-    import json
-
     text = json.dumps([order, *[v.isoformat() if isinstance(v, datetime) else v for v in values]])
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str, order: str) -> list[Any]:
     """The key values a cursor holds; BadCursorError for anything we did not make."""
-    import base64
-    import binascii
-    import json
-
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):

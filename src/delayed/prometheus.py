@@ -35,21 +35,15 @@ from typing import Any
 from . import events
 from .config import Config, get_config, section, setting
 from .config import values as v
+from .db import engine_for
 from .errors import ConfigError
 from .priority import bucket_name
+from .web.settings import parse_bind, split_address
+from .web.snapshot import SnapshotSource
 
 log = logging.getLogger("delayed.prometheus")
 
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1200.0)
-
-
-def _bind(value: Any) -> str:
-    from .web.settings import parse_bind
-
-    return parse_bind(value)
-
-
-v._kind(_bind, '"host:port"')
 
 
 def _buckets(value: Any) -> list[float]:
@@ -88,7 +82,7 @@ class PrometheusSettings:
 
     bind: str | None = setting(
         None,
-        v.optional(_bind),
+        v.optional(parse_bind),
         "Where `delayed monitor` (and the supervisor's monitor child) serve /metrics; unset: no exporter.",
         flags=("--prometheus",),
         commands=("monitor",),
@@ -445,9 +439,6 @@ class _MultiProcessFiles:
 
 def make_source(config: Config, engine: Any = None) -> Any:
     """A SnapshotSource on `engine` (default: this process's engine for the config's database)."""
-    from .db import engine_for
-    from .web.snapshot import SnapshotSource
-
     chosen = engine if engine is not None else (lambda: engine_for(config.database_url))
     return SnapshotSource(config, chosen, prometheus_settings(config).cache)
 
@@ -458,8 +449,6 @@ def start_exporter(config: Config, address: str | None = None) -> tuple[Any, thr
     Returns (server, thread); `server.shutdown()` stops it. ConfigError for a bad or busy
     address.
     """
-    from .web.settings import split_address
-
     client = _require_client()
     where = address or prometheus_settings(config).bind
     if not where:

@@ -33,6 +33,7 @@ from typing import Any
 
 from . import events, prometheus, statsd
 from .config import Config, set_config
+from .contrib.django.setup import setup_if_configured
 from .record import JobRecord
 
 log = logging.getLogger("delayed.supervisor")
@@ -202,6 +203,7 @@ def run_child(spec: ChildSpec) -> int:
     prometheus.install(spec.config)  # [prometheus] multiproc_dir: this child's own metric files
     heartbeat.start()
     try:
+        setup_if_configured()  # Django, in this process after the fork (its own connections)
         if spec.on_worker_boot is not None:
             spec.on_worker_boot()
         if spec.kind == "worker" and spec.config.tracing.enabled:

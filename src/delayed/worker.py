@@ -442,7 +442,7 @@ class Worker:
         ) as payload:
             try:
                 if self._conn is None:
-                    self._conn = self.backend.connect()
+                    self._conn = self.backend.connect(self.config.durable_claims)
                 if self._reserve_failures:
                     self._release_orphans()
                 jobs = self.backend.claim(

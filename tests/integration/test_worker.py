@@ -368,3 +368,15 @@ def test_rows_locked_by_a_lost_pickup_are_released_and_run(db) -> None:
     assert worker.work_off() == (1, 0)
     assert remembered() == ["orphan"]
     assert db.row(job_id) is None
+
+
+def test_claims_are_not_durable_unless_durable_claims(pg) -> None:
+    """[delayed] durable_claims turns synchronous_commit back on for the claim connection."""
+    for durable, expected in ((False, "off"), (True, "on")):
+        worker = delayed.Worker(config=delayed.get_config().replace(durable_claims=durable))
+        conn = worker.backend.connect(worker.config.durable_claims)
+        try:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == expected
+        finally:
+            conn.invalidate()
+            conn.close()

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..record import Outcome
 from .base import Backend, ClaimFilter, Waiter
+from .django_insert import insert_django, is_django_connection
 from .mysql import MySQLBackend
 from .postgres import PostgresBackend
 from .psycopg_insert import insert_psycopg
@@ -76,6 +77,9 @@ def insert_rows(rows: list[dict[str, Any]], table: sa.Table, using: Any) -> list
         return backend_for(using.engine, table).insert(using, rows)
     if _is_psycopg(using):
         return insert_psycopg(using, table.name, rows)
+    if is_django_connection(using):
+        return insert_django(using, table.name, rows)
     raise TypeError(
-        f"using= takes a SQLAlchemy Connection or Session, or a psycopg Connection; got {type(using)!r}"
+        "using= takes a SQLAlchemy Connection or Session, a psycopg Connection or a Django "
+        f"database connection; got {type(using)!r}"
     )

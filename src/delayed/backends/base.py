@@ -64,8 +64,11 @@ class Backend:
         self.table = table
 
     # -- connections -------------------------------------------------------------------
-    def connect(self) -> Connection:
-        """A connection for single-statement work (claims), in autocommit mode."""
+    def connect(self, durable_claims: bool = False) -> Connection:
+        """A connection for single-statement work (claims), in autocommit mode.
+
+        `durable_claims`: only PostgreSQL makes claims non-durable by default (see there).
+        """
         return self.engine.connect().execution_options(**AUTOCOMMIT)
 
     def waiter(self, listen: bool) -> Waiter:

@@ -43,7 +43,7 @@ class MySQLBackend(Backend):
         super().__init__(engine, table)
         self._skip_locked = skip_locked
 
-    def connect(self) -> Connection:
+    def connect(self, durable_claims: bool = False) -> Connection:
         return self.engine.connect().execution_options(isolation_level="READ COMMITTED")
 
     def supports_skip_locked(self, conn: Connection) -> bool:

@@ -123,7 +123,7 @@ class PostgresBackend(Backend):
     def waiter(self, listen: bool) -> Waiter:
         return PostgresWaiter(self) if listen else Waiter()
 
-    def connect(self) -> Connection:
+    def connect(self, durable_claims: bool = False) -> Connection:
         """The claim connection, detached from the pool so its planner setting stays with it.
 
         enable_sort = off: the pickup index already yields (priority, run_at, id) order. With
@@ -132,17 +132,19 @@ class PostgresBackend(Backend):
         ready row, on every claim: 32 ms instead of 0.8 ms at 10,000 ready rows, growing with
         the backlog.
 
-        synchronous_commit = off (this connection only, and it never goes back to the pool):
-        a claim no longer waits for its WAL flush (an fsync: a third of the start latency of
-        a job on an idle worker). What a server crash can undo is at most the last fraction of
-        a second of claims: those rows are unlocked again and their jobs run again, which
-        at-least-once allows; a job is never lost, since enqueues and completions keep
-        synchronous commits.
+        synchronous_commit = off (this connection only, and it never goes back to the pool),
+        unless `durable_claims` ([delayed] durable_claims): a claim no longer waits for its WAL
+        flush (an fsync: a third of the start latency of a job on an idle worker). What a
+        database server crash can undo is at most the last fraction of a second of claims:
+        those rows are unlocked again while the worker that claimed them may still be running
+        them, so such a job may run concurrently with itself after a database crash (never
+        lost: enqueues and completions keep synchronous commits).
         """
         conn = super().connect()
         conn.detach()
         try:
-            conn.exec_driver_sql("SET enable_sort = off; SET synchronous_commit = off")
+            sync = "on" if durable_claims else "off"
+            conn.exec_driver_sql(f"SET enable_sort = off; SET synchronous_commit = {sync}")
         except Exception:
             conn.invalidate()
             conn.close()

@@ -9,7 +9,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from .. import schema
 from ..db import describe_error, engine_for, redact
-from .options import config_options, fail, load_config
+from .options import EXIT_FAILED, config_options, fail, load_config
 
 _DIALECTS = {"postgresql": postgresql, "mysql": mysql, "sqlite": sqlite}
 
@@ -36,7 +36,7 @@ def migrate(sql: bool, dialect: str | None, **params: Any) -> None:
     try:
         created = schema.migrate(engine_for(config.database_url), table)
     except Exception as exc:
-        fail(f"migrate on {redact(config.database_url)} failed: {describe_error(exc)}")
+        fail(f"migrate on {redact(config.database_url)} failed: {describe_error(exc)}", EXIT_FAILED)
     if created:
         click.echo(f"Created {', '.join(created)} on {redact(config.database_url)}")
     else:

@@ -19,6 +19,7 @@ from .. import statsd
 from ..db import describe_error, redact
 from ..errors import DelayedError
 from ..monitor import Monitor
+from ..prometheus import start_exporter
 from .options import EXIT_FAILED, config_options, fail, load_config
 
 
@@ -81,8 +82,6 @@ def monitor(once: bool, output_format: str, **params: Any) -> None:
         click.echo(text)
         return
     if config.section("prometheus").bind:  # [prometheus] bind or --prometheus HOST:PORT
-        from ..prometheus import start_exporter
-
         try:
             start_exporter(config)
         except (DelayedError, ImportError) as exc:

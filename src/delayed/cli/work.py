@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from .. import prometheus, statsd
+from ..contrib.django.setup import setup_if_configured
 from ..errors import DelayedError
 from ..tracing import instrument_from_config
 from ..worker import Worker
@@ -26,6 +27,10 @@ from .options import config_options, fail, load_config
 @click.option("--exit-on-complete", is_flag=True, help="Exit 0 once no job is ready.")
 def work(exit_on_complete: bool, **params: Any) -> None:
     """Work off jobs until SIGTERM/SIGINT (or, with --exit-on-complete, until none is ready)."""
+    try:  # Django (when DJANGO_SETTINGS_MODULE is set) before `require` may import its models
+        setup_if_configured()
+    except DelayedError as exc:
+        fail(str(exc))
     config = load_config("work", params)
     try:
         instrument_from_config(config)

@@ -8,6 +8,7 @@ and the enqueue API; everything below them takes the Config it uses as an argume
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import tomllib
@@ -30,6 +31,11 @@ from .table import SECTIONS, Section, parse_mapping, parse_value
 log = logging.getLogger("delayed.config")
 
 REENQUEUE_BUFFER = 30.0  # seconds added to max_run_time to get the lock timeout (Ruby gem)
+
+# DELAYED_* variables that are not settings and must not be warned about: the test suite's own
+# (DELAYED_TEST_*) and those of tools around pydelayed. Add yours with `ignore_env_prefix`.
+_IGNORED_ENV_PREFIXES: list[str] = ["DELAYED_TEST_", "DELAYED_DJANGO"]
+_warned_env: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,7 @@ def build_config(
     (`{"monitor": {"interval": 5}}`), as CLI flags do. A None value means "not given".
     """
     environ = os.environ if environ is None else environ
+    _warn_unknown_env(environ)
     raw = read_file(path) if path is not None else {}
     source = str(path) if path is not None else "defaults"
     for name in raw:
@@ -168,6 +175,42 @@ def build_config(
         changes = {**_env_values(declared, environ), **_given(declared, (section_overrides or {}).get(name))}
         sections[name] = dataclasses.replace(view, **changes) if changes else view
     return Config(**values, sections=sections, source=source)
+
+
+def ignore_env_prefix(prefix: str) -> None:
+    """Do not warn about DELAYED_* variables starting with `prefix` (they are not settings)."""
+    _IGNORED_ENV_PREFIXES.append(prefix)
+
+
+def known_env_names() -> set[str]:
+    """Every environment variable some declared setting reads."""
+    return {
+        name
+        for section in SECTIONS.values()
+        for setting in section.settings.values()
+        for name in section.env_names(setting)
+    }
+
+
+def _warn_unknown_env(environ: Mapping[str, str]) -> None:
+    """Log once per name a DELAYED_* variable no setting reads: a typo is otherwise silent."""
+    unknown = [
+        name
+        for name in environ
+        if name.startswith("DELAYED_")
+        and name not in _warned_env
+        and not any(name.startswith(prefix) for prefix in _IGNORED_ENV_PREFIXES)
+    ]
+    if not unknown:
+        return
+    known = known_env_names()
+    for name in unknown:
+        if name in known:
+            continue
+        _warned_env.add(name)
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see docs/configuration.md for the names"
+        log.warning("environment variable %s is not a pydelayed setting and is ignored%s", name, hint)
 
 
 def _given(section: Section, overrides: Mapping[str, Any] | None) -> dict[str, Any]:

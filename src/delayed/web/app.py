@@ -38,6 +38,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from .. import prometheus
 from ..config import Config, build_config, get_config
 from ..db import describe_error, engine_for, redact
 from ..errors import DelayedError, HandlerError
@@ -138,8 +139,6 @@ class Dashboard:
         if not directory:
             return None
         try:
-            from .. import prometheus
-
             prometheus._require_client()
         except ImportError:
             return None
@@ -147,8 +146,6 @@ class Dashboard:
 
     def _metrics_registry(self) -> Any:
         try:
-            from .. import prometheus
-
             return prometheus.build_registry(self.source, self.config)
         except ImportError as exc:
             log.warning("/metrics is off: %s", exc)

@@ -19,14 +19,13 @@ import click
 from ..cli.options import config_options, fail, load_config
 from ..db import redact
 from ..errors import ConfigError
+from .settings import is_loopback, split_address, web_settings
 
 log = logging.getLogger("delayed.web")
 
 
 def check_bind(bind: str, authenticated: bool) -> tuple[str, int]:
     """(host, port) to listen on; ConfigError for a bad address or an open one without auth."""
-    from .settings import is_loopback, split_address
-
     try:
         host, port = split_address(bind)
     except ValueError as exc:
@@ -53,8 +52,7 @@ def web(read_only: bool, **params: Any) -> None:
     try:
         import uvicorn
 
-        from . import create_app
-        from .settings import web_settings
+        from . import create_app  # Starlette and Jinja2: only when serving
 
         settings = web_settings(config)
         app = create_app(config, read_only=True if read_only else None)

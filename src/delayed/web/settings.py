@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, section, setting
+from ..config import SECTIONS, Config, section, setting
 from ..config import values as v
 from ..config.table import parse_value
 from ..errors import ConfigError
@@ -129,8 +129,6 @@ class WebSettings:
 
 def web_settings(config: Config, **overrides: Any) -> WebSettings:
     """`[web]` of `config`, with keyword overrides (None = keep), checked as a whole."""
-    from ..config import SECTIONS
-
     current: WebSettings = config.section("web")
     given = {
         key: parse_value(SECTIONS["web"], key, value, "arguments")

@@ -1,0 +1,65 @@
+"""Enqueue on a caller's Django database connection, inside whatever transaction it has open.
+
+`insert_rows(rows, using=django.db.connections["default"])` lands here. The rows are written
+with that connection's own cursor, so they belong to the transaction Django has open on it
+(`transaction.atomic()`): a rollback leaves no job, and no worker sees one before the commit.
+Plain SQL with Django's `%s` placeholders works for every backend Django ships (its SQLite
+cursor rewrites them); the column values are the ones `EnqueueRequest.row()` builds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+_COLUMNS = ("priority", "attempts", "handler", "run_at", "queue", "name", "created_at", "updated_at")
+_CHUNK = 1000  # rows per INSERT: 8,000 parameters, below every backend's limit
+
+
+def is_django_connection(obj: Any) -> bool:
+    """A Django DatabaseWrapper, or the `django.db.connection` proxy in front of one."""
+    module = type(obj).__module__ or ""
+    return module.startswith("django.") and hasattr(obj, "vendor") and hasattr(obj, "in_atomic_block")
+
+
+def _sqlite_datetime(value: Any) -> Any:
+    """SQLite keeps timestamps as text compared as text: write SQLAlchemy's exact form.
+
+    pydelayed's own SQLAlchemy engine writes `YYYY-MM-DD HH:MM:SS.ffffff` (always six digits);
+    sqlite3's default adapter drops `.000000`, which would sort differently.
+    """
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def insert_django(connection: Any, table_name: str, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert job rows on `connection`; ids in input order."""
+    quote = connection.ops.quote_name
+    table = quote(table_name)
+    columns = ", ".join(quote(c) for c in _COLUMNS)
+    one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    convert = _sqlite_datetime if connection.vendor == "sqlite" else None
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        if connection.features.can_return_rows_from_bulk_insert:
+            # PostgreSQL, MariaDB 10.5+, SQLite 3.35+: one multi-row INSERT ... RETURNING.
+            # Ids of one statement come from one sequence in row order, so sorting restores it.
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start : start + _CHUNK]
+                params = [_value(row[c], convert) for row in chunk for c in _COLUMNS]
+                values = ", ".join([one] * len(chunk))
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {values} RETURNING {quote('id')}", params
+                )
+                ids.extend(sorted(int(r[0]) for r in cursor.fetchall()))
+        else:  # MySQL: no RETURNING; one row per statement, its id from lastrowid
+            for row in rows:
+                params = [_value(row[c], convert) for c in _COLUMNS]
+                cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {one}", params)
+                ids.append(int(cursor.lastrowid))
+    return ids
+
+
+def _value(value: Any, convert: Any) -> Any:
+    return convert(value) if convert is not None else value
