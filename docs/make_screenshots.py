@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # tests.web_helpers: the same uvicorn and Chromium set-up as the tests
 
 JOBS = textwrap.dedent(
     """
@@ -117,8 +117,9 @@ def main() -> None:
             old = table.update().where(table.c.queue == "reports", table.c.failed_at.is_(None))
             conn.execute(old.values(run_at=utcnow() + timedelta(hours=2)))
 
+        from tests.web_helpers import chromium, serve
+
         from delayed.web import create_app
-        from web_helpers import chromium, serve  # type: ignore[import-not-found]
 
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(tmp), str(ROOT / "src"), env.get("PYTHONPATH", "")])
