@@ -16,6 +16,7 @@ again elsewhere, and the process exits 1.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -87,12 +88,16 @@ class JobThreads:
                 thread.join()
 
 
-def default_worker_name() -> str:
-    """`host:<hostname> pid:<pid>`, as the Ruby gem names workers (read after any fork)."""
+def default_worker_name(pid: int | None = None) -> str:
+    """`host:<hostname> pid:<pid>`, as the Ruby gem names workers (read after any fork).
+
+    The supervisor passes a child's pid to know the name before the child reports it.
+    """
+    pid = os.getpid() if pid is None else pid
     try:
-        return f"host:{socket.gethostname()} pid:{os.getpid()}"
+        return f"host:{socket.gethostname()} pid:{pid}"
     except OSError:  # pragma: no cover - hostname lookup failing
-        return f"pid:{os.getpid()}"
+        return f"pid:{pid}"
 
 
 class Worker:
@@ -140,6 +145,7 @@ class Worker:
         self._held: dict[int, JobRecord] = {}
         self._stop = threading.Event()
         self._force = threading.Event()
+        self._signals: collections.deque[tuple[int, bool]] = collections.deque()  # (signum, second)
         self._wake_r, self._wake_w = -1, -1
         # A job thread that ends a job writes the wake pipe only when the loop waits for
         # this many busy threads or fewer (-1: the loop is not waiting for a thread).
@@ -249,11 +255,22 @@ class Worker:
         self._wake()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self._stop.is_set():
-            log.warning("Second %s: releasing running jobs and exiting", signal.Signals(signum).name)
-        else:
-            log.info("%s received: finishing running jobs, then exiting", signal.Signals(signum).name)
+        """The signal handler: record the signal and stop; the loop logs it (_log_signals).
+
+        Nothing else runs here: a handler runs between two bytecodes of the main thread,
+        which may hold the logging lock at that moment.
+        """
+        self._signals.append((signum, self._stop.is_set()))
         self.stop()
+
+    def _log_signals(self) -> None:
+        """Log the signals the handler recorded (called from the loop and the drain)."""
+        while self._signals:
+            signum, second = self._signals.popleft()
+            if second:
+                log.warning("Second %s: releasing running jobs and exiting", signal.Signals(signum).name)
+            else:
+                log.info("%s received: finishing running jobs, then exiting", signal.Signals(signum).name)
 
     # -- setup and teardown ----------------------------------------------------------------
     def _start(self) -> None:
@@ -274,12 +291,15 @@ class Worker:
             # (Polled through the wake pipe: a signal handler calling Event.set() while this
             # thread sat in Event.wait() on the same event could deadlock on its lock.)
             while self._busy > 0 and not self._force.is_set():
+                self._log_signals()
                 self._wait_for_threads(0, 0.05)
+            self._log_signals()
             if self._force.is_set():
                 self._release_held()
                 pool.shutdown(wait=False, cancel=True)
             else:
                 pool.shutdown(wait=True)
+        self._log_signals()
         if completer is not None:
             completer.stop()
         if not self._force.is_set():

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
@@ -53,8 +54,6 @@ _SAME_AS_CREATED = frozenset({"run_at", "updated_at"})  # usually equal to creat
 
 @functools.cache
 def _pipeline_supported() -> bool:
-    import psycopg
-
     return bool(psycopg.Pipeline.is_supported())
 
 

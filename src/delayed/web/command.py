@@ -19,6 +19,7 @@ import click
 from ..cli.options import config_options, fail, load_config
 from ..db import redact
 from ..errors import ConfigError
+from . import create_app  # light: Starlette and Jinja2 are imported when it is called
 from .settings import is_loopback, split_address, web_settings
 
 log = logging.getLogger("delayed.web")
@@ -51,8 +52,6 @@ def web(read_only: bool, **params: Any) -> None:
     config = load_config("web", params)
     try:
         import uvicorn
-
-        from . import create_app  # Starlette and Jinja2: only when serving
 
         settings = web_settings(config)
         app = create_app(config, read_only=True if read_only else None)

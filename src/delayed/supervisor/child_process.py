@@ -1,18 +1,9 @@
-"""The child side of `delayed-supervisor`: what runs in a forked process, and how it reports.
+"""The child's side of the supervisor: what runs in a forked process, and how it reports.
 
 After the fork nothing of the master's is used: its signal handlers are reset, its pipes
-closed, and the database engine is made fresh (`delayed.db.get_engine()` makes one per
-pid). The child then runs one `Worker` (or the monitor) and tells the master, over a pipe,
-what it does:
-
-    B <worker name>                         booted; the name its rows are locked by
-    S <job id> <started> <max_run_time> <thread>   a job started (time.monotonic())
-    E <job id>                              that job ended
-    H <busy>                                heartbeat, every second
-
-Lines are far below PIPE_BUF, so writes from several job threads never interleave.
-CLOCK_MONOTONIC is one clock for every process on the host, so the master compares the
-child's `started` with its own `time.monotonic()`.
+closed, and the database engine is made fresh (`delayed.db` makes one per pid). The
+child then runs one `Worker` (or the monitor) and tells the master, over a pipe, that it
+booted, which job each thread starts and ends, and that it is alive (`protocol`).
 
 SIGTERM asks for a graceful drain (stop claiming, finish running jobs, write outcomes,
 exit 0). The child also drains when the master dies (its parent pid changes or the pipe
@@ -31,10 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import events, prometheus, statsd
-from .config import Config, set_config
-from .contrib.django.setup import setup_if_configured
-from .record import JobRecord
+import setproctitle
+
+from .. import events, prometheus, statsd
+from ..config import Config, set_config
+from ..contrib.django.setup import setup_if_configured
+from ..logs import reopen_log_files
+from ..monitor import Monitor
+from ..record import JobRecord
+from ..tracing import instrument_from_config
+from ..worker import Worker
+from . import protocol
 
 log = logging.getLogger("delayed.supervisor")
 
@@ -58,18 +56,19 @@ class ChildSpec:
     close_fds: list[int] = field(default_factory=list)
     on_worker_boot: Callable[[], Any] | None = None
     heartbeat_interval: float = 1.0
+    tracing: bool = False  # instrument the Worker with OpenTelemetry (after on_worker_boot)
 
 
 class Reporter:
-    """Writes report lines to the master; remembers when the master has gone away."""
+    """Writes reports to the master; remembers when the master has gone away."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.lock = threading.Lock()
         self.broken = False
 
-    def send(self, line: str) -> bool:
-        data = (line + "\n").encode()
+    def send(self, *reports: protocol.Report) -> bool:
+        data = protocol.encode(*reports)
         with self.lock:
             if self.broken:
                 return False
@@ -82,30 +81,8 @@ class Reporter:
 
 
 def set_title(text: str) -> None:
-    """Set the process title (setproctitle is a dependency; tolerate its absence anyway)."""
-    try:
-        import setproctitle
-    except ImportError:  # pragma: no cover
-        return
+    """The process title, as ps and top show it: `delayed-supervisor: <text>`."""
     setproctitle.setproctitle(f"{TITLE_PREFIX}: {text}")
-
-
-def reopen_log_files() -> int:
-    """Reopen every file handler of the root and 'delayed' loggers (after log rotation)."""
-    reopened = 0
-    seen: set[int] = set()
-    for logger in (logging.getLogger(), logging.getLogger("delayed")):
-        for handler in logger.handlers:
-            if not isinstance(handler, logging.FileHandler) or id(handler) in seen:
-                continue
-            seen.add(id(handler))
-            with handler.lock or contextlib.nullcontext():
-                if handler.stream is not None:
-                    with contextlib.suppress(OSError):
-                        handler.stream.close()
-                handler.stream = handler._open()
-            reopened += 1
-    return reopened
 
 
 class _Stopper:
@@ -153,7 +130,7 @@ class _Heartbeat(threading.Thread):
         orphaned = False
         while True:
             busy = self.busy()
-            alive = self.reporter.send(f"H {busy}")
+            alive = self.reporter.send(protocol.Heartbeat(busy))
             if not orphaned and (not alive or os.getppid() != self.spec.master_pid):
                 orphaned = True
                 log.warning("the supervisor (pid %d) is gone: draining and exiting", self.spec.master_pid)
@@ -184,6 +161,7 @@ def _reset_signals(stopper: _Stopper, heartbeat: _Heartbeat) -> None:
     # process, but only the master's reaction (TERM to each child, or SIGKILL) counts.
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, signal.SIG_IGN)
+    # Handlers only record and wake: the heartbeat thread and the worker's loop log.
     signal.signal(signal.SIGTERM, lambda _s, _f: stopper.request())
     # Reopening a file inside a signal handler could race a log call; the heartbeat does it.
     signal.signal(signal.SIGUSR1, lambda _s, _f: heartbeat.reopen.set())
@@ -206,10 +184,8 @@ def run_child(spec: ChildSpec) -> int:
         setup_if_configured()  # Django, in this process after the fork (its own connections)
         if spec.on_worker_boot is not None:
             spec.on_worker_boot()
-        if spec.kind == "worker" and spec.config.tracing.enabled:
-            from .tracing import instrument_from_config  # after the hook set up the provider
-
-            instrument_from_config(spec.config)
+        if spec.kind == "worker" and spec.tracing:
+            instrument_from_config(spec.config)  # after the hook set up the provider
         if spec.kind == "monitor":
             return _run_monitor(spec, reporter, stopper)
         return _run_worker(spec, reporter, stopper, heartbeat)
@@ -219,8 +195,6 @@ def run_child(spec: ChildSpec) -> int:
 
 
 def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbeat: _Heartbeat) -> int:
-    from .worker import Worker
-
     worker = Worker(
         queues=spec.queues,
         max_claims=spec.max_claims,
@@ -231,11 +205,11 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
     me = os.getpid()
 
     def on_job_start(record: JobRecord, max_run_time: float) -> None:
-        thread = threading.current_thread().name.replace(" ", "_") or "-"
-        reporter.send(f"S {record.id} {time.monotonic():.6f} {max_run_time:.6f} {thread}")
+        thread = threading.current_thread().name
+        reporter.send(protocol.Started(record.id, time.monotonic(), max_run_time, thread))
 
     def on_job_end(record: JobRecord) -> None:
-        reporter.send(f"E {record.id}")
+        reporter.send(protocol.Ended(record.id))
 
     def on_worker_start(event: events.Event) -> None:
         if event.payload.get("pid") == me:
@@ -246,24 +220,17 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
     heartbeat.busy = lambda: worker.busy
     stopper.target = worker.stop
     events.subscribe("delayed.worker.start", on_worker_start)
-    reporter.send(f"B {worker.name}")
+    reporter.send(protocol.Booted(worker.name))
     if stopper.requested:  # TERM during boot: nothing claimed yet, nothing to drain
         return 0
     return worker.run(exit_on_complete=False, install_signals=False)
 
 
 def _run_monitor(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
-    try:
-        from .monitor import Monitor  # type: ignore[import-not-found, unused-ignore]
-    except ImportError as exc:
-        raise RuntimeError(
-            "[supervisor] monitor = true, but delayed.monitor cannot be imported "
-            f"({exc}); set monitor = false or install a pydelayed that has the monitor"
-        ) from exc
     stop = threading.Event()
     stopper.target = stop.set
     stopper.on_start()
-    reporter.send(f"B monitor pid:{os.getpid()}")
+    reporter.send(protocol.Booted(f"monitor pid:{os.getpid()}"))
     if spec.config.section("prometheus").bind:
         _serve_prometheus(spec.config)
     Monitor(spec.config).run(stop)
