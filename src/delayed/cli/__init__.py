@@ -5,6 +5,7 @@
     delayed supervise          the preforking master (also installed as `delayed-supervisor`)
     delayed jobs ...           list, show, retry, discard, unlock, stats
     delayed monitor            the gauges, once or every interval
+    delayed cron ...           recurring jobs: list, run now, pause, resume
 
 Each command's flags come from the settings table (delayed.cli.options); one logging set-up
 (delayed.logs) and one exit-status convention serve them all.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import click
 
+from .cron import cron_group
 from .jobs import jobs_group
 from .migrate import migrate
 from .monitor import monitor
@@ -27,7 +29,7 @@ def main() -> None:
     """pydelayed: background jobs kept in a SQL table."""
 
 
-for _command in (migrate, work, supervise, jobs_group, monitor):
+for _command in (migrate, work, supervise, jobs_group, monitor, cron_group):
     main.add_command(_command)
 
 

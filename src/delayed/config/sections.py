@@ -14,7 +14,7 @@ from typing import Any
 from . import values as v
 from .table import section, setting
 
-ALL_COMMANDS = ("migrate", "work", "monitor", "jobs")
+ALL_COMMANDS = ("migrate", "work", "monitor", "jobs", "cron")
 
 
 @section(
@@ -45,7 +45,7 @@ class DelayedSettings:
         '["myapp.jobs", "myapp.mailers"]. The supervisor imports them once, in the master. '
         "A flag adds to the file's list.",
         flags=("--require",),
-        commands=("work",),
+        commands=("work", "cron"),
     )
     max_claims: int = setting(
         5,
@@ -400,7 +400,7 @@ class CronSettings:
         v.optional(v.string),
         "Cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds "
         "first. Give `schedule` or `every`, not both.",
-        example="0 3 * * *",
+        example="30 2 * * 1-5",
     )
     every: float | None = setting(
         None,
@@ -412,7 +412,10 @@ class CronSettings:
     job: str = setting("", v.string, "The registered name of the job class (module.Class, or its name=).")
     args: list[Any] = setting([], v.json_array, "Positional arguments of every enqueued job (JSON values).")
     kwargs: dict[str, Any] = setting(
-        {}, v.json_table, "Keyword arguments of every enqueued job (JSON values)."
+        {},
+        v.json_table,
+        "Keyword arguments of every enqueued job (JSON values).",
+        example={"format": "pdf"},
     )
     queue: str | None = setting(
         None, v.optional(v.string), "Queue of the jobs; unset means the job class's, then default_queue_name."
@@ -447,7 +450,8 @@ class SchedulerSettings:
         3600.0,
         v.duration(),
         "After downtime, the most recent missed tick of each entry is enqueued if it is at most this "
-        "old; older missed ticks are skipped (and logged once). 0 means never catch up.",
+        "old; older missed ticks are skipped (and logged once). 0 means no catch-up: only ticks "
+        "handled within 5 s of their time are enqueued.",
     )
     wake_interval: float = setting(
         60.0,

@@ -36,7 +36,9 @@ from .store import CronStore
 
 log = logging.getLogger("delayed.cron")
 
-LATE = timedelta(seconds=5)  # a tick enqueued later than this after its time is a "catch_up"
+# A tick enqueued later than this after its time is a "catch_up" (and one this late is never
+# "missed", whatever catch_up says: waking and the database take some time).
+LATE = timedelta(seconds=5)
 RETRY_DELAY = 5.0  # seconds before trying again after the database failed
 
 
@@ -123,7 +125,7 @@ class Scheduler:
         entry = cursor.entry
         due = entry.schedule.latest_at_or_before(now)
         missed = entry.schedule.count_between(cursor.pending, due)  # due ticks before `due`
-        if now - due > self.catch_up:
+        if now - due > max(self.catch_up, LATE):
             self._skipped(entry, cursor.pending, due, missed + 1, enqueued=None)
             cursor.pending = entry.schedule.next_after(due)
             return True
