@@ -209,10 +209,10 @@ class CronStore:
         return states
 
     # -- pause and resume --------------------------------------------------------------------
-    def set_paused(self, key: str, paused: bool) -> bool:
+    def set_paused(self, key: str, paused: bool, now: datetime | None = None) -> bool:
         """Pause or resume `key` for every host; True when it changed."""
         t = self.entries
-        now = utcnow()
+        now = now or utcnow()
         stamp = {"paused_at": now} if paused else {"resumed_at": now}
         with self.backend.write_connection() as conn, conn.begin():
             conn.execute(self.backend.insert_or_skip(t).values(cron_key=key, paused=False, updated_at=now))
