@@ -36,8 +36,9 @@ from .store import CronStore
 
 log = logging.getLogger("delayed.cron")
 
-# A tick enqueued later than this after its time is a "catch_up" (and one this late is never
-# "missed", whatever catch_up says: waking and the database take some time).
+# A tick enqueued later than this after its time is a "catch_up", as is one due before the
+# scheduler started; a tick this late is never "missed", whatever catch_up says (waking and the
+# database take some time).
 LATE = timedelta(seconds=5)
 RETRY_DELAY = 5.0  # seconds before trying again after the database failed
 
@@ -73,6 +74,7 @@ class Scheduler:
         self.failing = False  # the last database call failed (logged once until it works again)
         self.next_prune = time.monotonic() + random.uniform(0, min(60.0, self.settings.prune_interval))
         self.enqueued = 0
+        self.started_at: datetime | None = None
 
     @property
     def catch_up(self) -> timedelta:
@@ -84,7 +86,7 @@ class Scheduler:
         keys = [entry.key for entry in self.entries]
         last = self.store.last_scheduled(keys)
         states = self.store.states(keys)
-        now = self.clock()
+        now = self.started_at = self.clock()
         for entry in self.entries:
             since = last.get(entry.key)
             resumed = states[entry.key].resumed_at if entry.key in states else None
@@ -129,7 +131,8 @@ class Scheduler:
             self._skipped(entry, cursor.pending, due, missed + 1, enqueued=None)
             cursor.pending = entry.schedule.next_after(due)
             return True
-        kind = "catch_up" if now - due > LATE else "schedule"
+        late = missed or now - due > LATE or (self.started_at is not None and due < self.started_at)
+        kind = "catch_up" if late else "schedule"
         try:
             job_id = self.store.enqueue_tick(entry, due, kind)
         except sa.exc.SQLAlchemyError as exc:
