@@ -68,7 +68,7 @@ class Scheduler:
         self.config = config
         self.settings = config.scheduler
         self.entries = list(entries) if entries is not None else load_entries(config)
-        self.store = CronStore(config)
+        self.store = CronStore(config, hold_connection=True)
         self.clock = clock
         self.cursors: dict[str, Cursor] = {}
         self.failing = False  # the last database call failed (logged once until it works again)
@@ -234,4 +234,5 @@ class Scheduler:
             delay = (wake_at - self.clock()).total_seconds()
             if delay > 0:
                 stop.wait(delay)
+        self.store.close()
         log.info("cron scheduler stopped (%d tick(s) enqueued by this scheduler)", self.enqueued)

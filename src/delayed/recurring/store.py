@@ -28,12 +28,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from ..admin import is_locked
 from ..backends import Backend, backend_for
 from ..config import Config
 from ..db import engine_for
-from ..enqueue import enqueue_many
+from ..enqueue import EnqueueRequest, enqueue_many
 from ..record import JobRecord
 from ..schema import cron_tables, get_table
 from ..timeutil import utcnow
@@ -81,11 +82,28 @@ def _retryable(exc: sa.exc.DBAPIError) -> bool:
 class CronStore:
     """The SQL of recurring jobs, on the config's database (tables named after its jobs table)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, hold_connection: bool = False) -> None:
         self.config = config
         self.engine = engine_for(config.database_url)
         self.jobs = get_table(config.table_name)
         self.runs, self.entries = cron_tables(config.table_name)
+        # A scheduler keeps one connection for its ticks: checking one out per tick costs
+        # round trips of its own on MySQL (ping, isolation level set and reset, rollback).
+        self.hold_connection = hold_connection
+        self._held: Connection | None = None
+
+    def _tick_connection(self) -> Connection:
+        if not self.hold_connection:
+            return self.backend.write_connection()
+        if self._held is None or self._held.closed or self._held.invalidated:
+            self._held = self.backend.write_connection()
+        return self._held
+
+    def close(self) -> None:
+        """Give back the held connection (if any)."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.close()
 
     @property
     def backend(self) -> Backend:
@@ -103,6 +121,10 @@ class CronStore:
             try:
                 return self._enqueue_tick(entry, run_at, kind)
             except sa.exc.DBAPIError as exc:
+                if self._held is not None and (exc.connection_invalidated or self._held.invalidated):
+                    self.close()  # a held connection the server dropped: one retry on a new one
+                    if attempt < _DEADLOCK_TRIES:
+                        continue
                 if attempt == _DEADLOCK_TRIES or not _retryable(exc):
                     raise
                 log.debug("cron %s: tick %s lost a lock race (%s); trying again", entry.key, run_at, exc.orig)
@@ -129,18 +151,26 @@ class CronStore:
         )
 
     def _enqueue_tick(self, entry: CronEntry, run_at: datetime, kind: str) -> int | None:
-        runs = self.runs
         request = entry.request(run_at)  # built first: a bad argument never leaves a run row
-        with self.backend.write_connection() as conn, conn.begin():
-            inserted = conn.execute(self._record_statement(entry, run_at, kind, utcnow())).rowcount
-            if inserted != 1:
-                return None
-            job_id = enqueue_many([request], using=conn)[0]
-            conn.execute(
-                runs.update()
-                .where(runs.c.cron_key == entry.key, runs.c.run_at == run_at)
-                .values(job_id=job_id)
-            )
+        conn = self._tick_connection()
+        try:
+            with conn.begin():
+                return self._record_and_enqueue(conn, entry, run_at, kind, request)
+        finally:
+            if not self.hold_connection:
+                conn.close()
+
+    def _record_and_enqueue(
+        self, conn: Connection, entry: CronEntry, run_at: datetime, kind: str, request: EnqueueRequest
+    ) -> int | None:
+        """The transaction's body: the run row; only when it is new, the job and its id."""
+        runs = self.runs
+        if conn.execute(self._record_statement(entry, run_at, kind, utcnow())).rowcount != 1:
+            return None  # another scheduler has this tick, or the entry is paused
+        job_id = enqueue_many([request], using=conn)[0]
+        conn.execute(
+            runs.update().where(runs.c.cron_key == entry.key, runs.c.run_at == run_at).values(job_id=job_id)
+        )
         return job_id
 
     # -- reading -----------------------------------------------------------------------------
