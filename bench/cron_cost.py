@@ -96,7 +96,7 @@ def scratch(backend: str, tmp: Path) -> tuple[str, Any]:
     return url, drop
 
 
-def measure(backend: str, hosts: int, seconds: float, tmp: Path) -> dict[str, Any]:
+def measure(backend: str, hosts: int, seconds: float, tmp: Path, hold: bool = True) -> dict[str, Any]:
     url, drop = scratch(backend, tmp)
     try:
         setup = create_engine(url)
@@ -126,6 +126,7 @@ def measure(backend: str, hosts: int, seconds: float, tmp: Path) -> dict[str, An
         def host() -> None:
             scheduler = Scheduler(config, [entry])
             scheduler.next_prune = float("inf")  # pruning is measured apart (it runs hourly)
+            scheduler.store.hold_connection = hold  # --no-hold: a pooled connection per tick
             store_call = scheduler.store.enqueue_tick
 
             def counted(*args: Any, **kwargs: Any) -> int | None:
@@ -204,9 +205,15 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--backends", default="sqlite,postgresql,mysql")
+    parser.add_argument(
+        "--no-hold", action="store_true", help="check a connection out of the pool per tick (the old way)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [measure(b.strip(), args.hosts, args.seconds, Path(tmp)) for b in args.backends.split(",")]
+        results = [
+            measure(b.strip(), args.hosts, args.seconds, Path(tmp), hold=not args.no_hold)
+            for b in args.backends.split(",")
+        ]
     header = (
         "| database | hosts | ticks | duplicate jobs | statements/tick/host | commits/tick/host | "
         "winner: stmts, commits | loser: stmts, commits | MySQL round trips/tick/host (winner, loser) "
