@@ -385,6 +385,7 @@ _CRON_EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
     "that is not registered stops the program (exit 2) naming the entry.",
     array=True,
     examples=_CRON_EXAMPLES,
+    examples_commented=True,
 )
 @dataclass(frozen=True)
 class CronSettings:
