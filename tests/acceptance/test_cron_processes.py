@@ -283,3 +283,17 @@ def test_delayed_work_runs_the_scheduler_when_asked_and_the_job_sees_its_tick(
         assert tick.microsecond == 0  # whole seconds: the ticks of every = "1s", not "now"
     assert len(set(seen())) == len(seen())
     assert "cron scheduler started" in (tmp_path / "work.log").read_text()
+
+
+def test_an_unreachable_database_is_exit_1_with_the_url_redacted(tmp_path: Path) -> None:
+    config = tmp_path / "d.toml"
+    config.write_text(
+        '[delayed]\ndatabase_url = "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"\n'
+        'require = ["cron_jobs"]\n'
+        f'[[cron]]\nkey = "k"\nevery = "1h"\njob = "{JOB}"\n'
+    )
+    for args in (("list",), ("pause", "k"), ("run", "k")):
+        result = run_delayed("cron", *args, "-c", str(config), env=subprocess_env(None))
+        assert result.returncode == 1, (args, result.stderr)
+        assert "postgresql://postgres:***@127.0.0.1:1/nowhere" in result.stderr
+        assert "s3cret" not in result.stderr + result.stdout and "Traceback" not in result.stderr
