@@ -125,7 +125,7 @@ class Scheduler:
     def _handle(self, cursor: Cursor, now: datetime) -> bool:
         """Enqueue the most recent due tick (or skip it); False when the database failed."""
         entry = cursor.entry
-        due = entry.schedule.latest_at_or_before(now)
+        due = max(entry.schedule.latest_at_or_before(now), cursor.pending)  # pending is a due tick too
         missed = entry.schedule.count_between(cursor.pending, due)  # due ticks before `due`
         if now - due > max(self.catch_up, LATE):
             self._skipped(entry, cursor.pending, due, missed + 1, enqueued=None)
