@@ -74,6 +74,7 @@ class Scheduler:
         self.failing = False  # the last database call failed (logged once until it works again)
         self.next_prune = time.monotonic() + random.uniform(0, min(60.0, self.settings.prune_interval))
         self.enqueued = 0
+        self.retry_delay = RETRY_DELAY
         self.started_at: datetime | None = None
 
     @property
@@ -112,7 +113,7 @@ class Scheduler:
         retry_at: datetime | None = None
         for cursor in self.cursors.values():
             if cursor.pending <= now and not self._handle(cursor, now):
-                retry_at = now + timedelta(seconds=RETRY_DELAY)
+                retry_at = now + timedelta(seconds=self.retry_delay)
         upcoming = min((c.pending for c in self.cursors.values()), default=now + self._wake)
         if retry_at is not None:
             upcoming = min(upcoming, retry_at)
@@ -185,7 +186,7 @@ class Scheduler:
                 tick.isoformat(),
                 redact(self.config.database_url),
                 describe_error(exc),
-                RETRY_DELAY,
+                self.retry_delay,
             )
         else:
             log.debug("cron %s: tick %s still failing: %s", entry.key, tick.isoformat(), exc)
@@ -225,9 +226,9 @@ class Scheduler:
                         "(has `delayed migrate` created them?)",
                         redact(self.config.database_url),
                         describe_error(exc),
-                        RETRY_DELAY,
+                        self.retry_delay,
                     )
-                stop.wait(RETRY_DELAY)
+                stop.wait(self.retry_delay)
         while not stop.is_set():
             wake_at = self.run_due()
             self.maybe_prune()
