@@ -16,7 +16,7 @@ from tests.helpers import ROOT
 PACKAGE = ROOT / "src" / "delayed"
 # Packages whose __init__ loads, on first attribute use, modules that need an optional dependency
 # (Django): importing the package must not import Django, which `delayed work` does in every process.
-LAZY_FOR_OPTIONAL_DEPENDENCY = {"delayed.contrib.django"}
+LAZY_FOR_OPTIONAL_DEPENDENCY = {"delayed.contrib.django", "delayed.web"}  # Django; Starlette and Jinja2
 
 
 def _modules() -> dict[str, Path]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .. import statsd
+from .. import prometheus, statsd
 from ..config import Config
 from ..contrib.django.setup import setup_if_configured
 from ..errors import DelayedError
@@ -41,6 +41,7 @@ def work(exit_on_complete: bool, **params: Any) -> None:
     except DelayedError as exc:
         fail(str(exc))
     statsd.install(config)
+    prometheus.install(config)  # [prometheus] multiproc_dir: job counters and timings
     scheduler = _start_scheduler(config)
     status = worker.run(exit_on_complete=exit_on_complete)
     if scheduler is not None:

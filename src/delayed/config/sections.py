@@ -14,7 +14,7 @@ from typing import Any
 from . import values as v
 from .table import section, setting
 
-ALL_COMMANDS = ("migrate", "work", "monitor", "jobs", "cron")
+ALL_COMMANDS = ("migrate", "work", "monitor", "jobs", "web", "cron")
 
 
 @section(

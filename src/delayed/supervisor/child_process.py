@@ -24,7 +24,7 @@ from typing import Any
 
 import setproctitle
 
-from .. import events, statsd
+from .. import events, prometheus, statsd
 from ..config import Config, set_config
 from ..contrib.django.setup import setup_if_configured
 from ..logs import reopen_log_files
@@ -180,6 +180,7 @@ def run_child(spec: ChildSpec) -> int:
     _reset_signals(stopper, heartbeat)
     set_config(spec.config)  # also drops any engine inherited from the master
     statsd.install(spec.config)  # this process's own socket: job timings, monitor gauges
+    prometheus.install(spec.config)  # [prometheus] multiproc_dir: this child's own metric files
     heartbeat.start()
     try:
         setup_if_configured()  # Django, in this process after the fork (its own connections)
@@ -234,8 +235,20 @@ def _run_monitor(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
     stopper.target = stop.set
     stopper.on_start()
     reporter.send(protocol.Booted(f"monitor pid:{os.getpid()}"))
+    if spec.config.section("prometheus").bind:
+        _serve_prometheus(spec.config)
     Monitor(spec.config).run(stop)
     return 0
+
+
+def _serve_prometheus(config: Any) -> None:
+    """[prometheus] bind: this host's /metrics from the monitor child (table gauges, and the
+    other children's job metrics from multiproc_dir). A busy port is logged, not fatal: the
+    monitor goes on, and a respawned child would only hit the same port again."""
+    try:
+        prometheus.start_exporter(config)
+    except Exception as exc:
+        log.error("monitor child: no Prometheus exporter: %s", exc)
 
 
 def _run_scheduler(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
