@@ -44,8 +44,10 @@ def work(exit_on_complete: bool, **params: Any) -> None:
     prometheus.install(config)  # [prometheus] multiproc_dir: job counters and timings
     scheduler = _start_scheduler(config)
     status = worker.run(exit_on_complete=exit_on_complete)
-    if scheduler is not None:
-        scheduler.set()
+    if scheduler is not None:  # let a tick in flight commit (one short transaction)
+        stop, thread = scheduler
+        stop.set()
+        thread.join(5)
     if status != 0:
         # A second signal: the running jobs' locks are released; do not wait for their
         # threads (the interpreter would join them at exit), leave now.
@@ -54,8 +56,8 @@ def work(exit_on_complete: bool, **params: Any) -> None:
     sys.exit(status)
 
 
-def _start_scheduler(config: Config) -> threading.Event | None:
-    """With `[scheduler] in_work`, the cron scheduler in a daemon thread; its stop event.
+def _start_scheduler(config: Config) -> tuple[threading.Event, threading.Thread] | None:
+    """With `[scheduler] in_work`, the cron scheduler in a daemon thread: its stop event and thread.
 
     Safe beside supervisors and other workers doing the same: each tick enqueues once.
     """
@@ -69,5 +71,6 @@ def _start_scheduler(config: Config) -> threading.Event | None:
         return None
     stop = threading.Event()
     scheduler = Scheduler(config, entries)
-    threading.Thread(target=scheduler.run, args=(stop,), name="delayed-cron", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=scheduler.run, args=(stop,), name="delayed-cron", daemon=True)
+    thread.start()
+    return stop, thread
