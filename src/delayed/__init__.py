@@ -30,6 +30,7 @@ from .errors import (
 from .job import Job, job
 from .priority import Priority
 from .record import JobRecord, Outcome
+from .recurring import cron
 from .registry import registered_jobs
 from .schema import get_table, metadata
 from .schema import jobs as jobs_table
@@ -55,6 +56,7 @@ __all__ = [
     "Worker",
     "admin",
     "configure",
+    "cron",
     "enqueue_many",
     "events",
     "get_config",

@@ -6,6 +6,7 @@
     delayed jobs ...           list, show, retry, discard, unlock, stats
     delayed monitor            the gauges, once or every interval (--prometheus: an exporter)
     delayed web                the dashboard (delayed.web; pip install 'pydelayed[web]')
+    delayed cron ...           recurring jobs: list, run now, pause, resume
 
 Each command's flags come from the settings table (delayed.cli.options); one logging set-up
 (delayed.logs) and one exit-status convention serve them all.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import click
 
 from ..web.command import web
+from .cron import cron_group
 from .jobs import jobs_group
 from .migrate import migrate
 from .monitor import monitor
@@ -29,7 +31,7 @@ def main() -> None:
     """pydelayed: background jobs kept in a SQL table."""
 
 
-for _command in (migrate, work, supervise, jobs_group, monitor, web):
+for _command in (migrate, work, supervise, jobs_group, monitor, web, cron_group):
     main.add_command(_command)
 
 

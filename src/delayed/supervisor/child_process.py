@@ -30,6 +30,7 @@ from ..contrib.django.setup import setup_if_configured
 from ..logs import reopen_log_files
 from ..monitor import Monitor
 from ..record import JobRecord
+from ..recurring import CronEntry, Scheduler
 from ..tracing import instrument_from_config
 from ..worker import Worker
 from . import protocol
@@ -44,7 +45,7 @@ TITLE_PREFIX = "delayed-supervisor"
 class ChildSpec:
     """Everything a child needs, handed over in memory by the fork."""
 
-    kind: str  # "worker" or "monitor"
+    kind: str  # "worker", "monitor" or "scheduler"
     pool_name: str
     queues: list[str]
     min_priority: int | str | None
@@ -57,6 +58,7 @@ class ChildSpec:
     on_worker_boot: Callable[[], Any] | None = None
     heartbeat_interval: float = 1.0
     tracing: bool = False  # instrument the Worker with OpenTelemetry (after on_worker_boot)
+    cron_entries: tuple[CronEntry, ...] = ()  # the scheduler child's entries (checked by the master)
 
 
 class Reporter:
@@ -144,8 +146,8 @@ class _Heartbeat(threading.Thread):
 
     def _update_title(self, busy: int) -> None:
         spec = self.spec
-        if spec.kind == "monitor":
-            title = "monitor"
+        if spec.kind in ("monitor", "scheduler"):
+            title = spec.kind
         else:
             queues = ",".join(spec.queues) or "all"
             title = f"worker {spec.pool_name} queues={queues} busy {busy}/{spec.max_claims}"
@@ -188,6 +190,8 @@ def run_child(spec: ChildSpec) -> int:
             instrument_from_config(spec.config)  # after the hook set up the provider
         if spec.kind == "monitor":
             return _run_monitor(spec, reporter, stopper)
+        if spec.kind == "scheduler":
+            return _run_scheduler(spec, reporter, stopper)
         return _run_worker(spec, reporter, stopper, heartbeat)
     except Exception:
         log.exception("child %d of pool %s failed while booting", os.getpid(), spec.pool_name)
@@ -245,3 +249,15 @@ def _serve_prometheus(config: Any) -> None:
         prometheus.start_exporter(config)
     except Exception as exc:
         log.error("monitor child: no Prometheus exporter: %s", exc)
+
+
+def _run_scheduler(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
+    """The cron scheduler: enqueues due ticks until TERM (nothing to drain: a tick is one
+    short transaction, and one cut short by the exit is rolled back and caught up later)."""
+    stop = threading.Event()
+    stopper.target = stop.set
+    stopper.on_start()
+    scheduler = Scheduler(spec.config, spec.cron_entries)
+    reporter.send(protocol.Booted(f"scheduler pid:{os.getpid()}"))
+    scheduler.run(stop)
+    return 0
