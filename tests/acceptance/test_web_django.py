@@ -114,5 +114,3 @@ def test_the_django_recipe(tmp_path: Path) -> None:
     assert out["staff"] == [200, True]
     assert out["links"] is True
     assert out["django_still_served"] == 200
-
-
