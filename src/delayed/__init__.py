@@ -13,6 +13,7 @@ SendEmail.set(priority="interactive", wait=30).perform_later(42)
 from __future__ import annotations
 
 from . import admin, events, tracing  # admin: the operator API (list, retry, discard, ...)
+from . import prometheus as _prometheus  # noqa: F401 - declares [prometheus]
 from .backends import ClaimFilter
 from .config import Config, configure, get_config
 from .db import get_engine
@@ -29,10 +30,12 @@ from .errors import (
 from .job import Job, job
 from .priority import Priority
 from .record import JobRecord, Outcome
+from .recurring import cron
 from .registry import registered_jobs
 from .schema import get_table, metadata
 from .schema import jobs as jobs_table
 from .schema import migrate as _migrate
+from .web import settings as _web_settings  # noqa: F401 - declares [web] (no Starlette import)
 from .worker import Worker
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "Worker",
     "admin",
     "configure",
+    "cron",
     "enqueue_many",
     "events",
     "get_config",

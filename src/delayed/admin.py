@@ -21,6 +21,9 @@ then be dropped (outcomes are written only where the lock still matches), so `re
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -498,3 +501,324 @@ def stats(
     order = dict(names)
     found = [g for g in groups.values() if g.total]
     return sorted(found, key=lambda g: (g.queue is None, g.queue or "", order[g.priority]))
+
+
+# ============================================================================= dashboard (issue 16)
+# Filters, keyset pages and actions on every job matching a filter: what the web dashboard
+# (delayed.web) needs beyond the functions above. Kept in one block so it moves as a unit.
+
+STATES = ("ready", "scheduled", "running", "failed", "erroring", "all")
+PAGE_ORDERS = {
+    # state -> the order its page uses. "pickup" is (priority, run_at, id), the workers' own
+    # order, served by idx_delayed_jobs_live; the others walk the primary key.
+    "ready": "pickup",
+    "scheduled": "id",
+    "running": "id",
+    "failed": "id_desc",
+    "erroring": "id_desc",
+    "all": "id_desc",
+}
+
+
+class BadCursorError(DelayedError, ValueError):
+    """A page cursor that this module did not make (edited, truncated or from another order)."""
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which rows a page or a bulk action covers.
+
+    state: one of STATES, with the monitor's meanings (ready: live, due, not locked or lock
+    expired; scheduled: live, run_at later; running: live, due, locked within the lock
+    timeout; failed: failed_at set; erroring: live with attempts > 0; all: every row).
+    queue and name match exactly; priority is a number, a name or a range (see
+    `priority_range`); error is text searched in last_error, case-insensitive.
+    up_to_id: only rows with id <= this (a bulk action confirmed at one moment does not
+    sweep up rows that arrived after the operator looked).
+    """
+
+    state: str = "all"
+    queue: str | None = None
+    name: str | None = None
+    priority: PriorityFilter | None = None
+    error: str | None = None
+    up_to_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise ValueError(f"unknown job state {self.state!r}; known states: {', '.join(STATES)}")
+        for attribute in ("queue", "name", "error"):
+            value = getattr(self, attribute)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{attribute} must be text, got {value!r}")
+
+    def clauses(self, t: sa.Table, now: datetime, config: Config) -> list[Any]:
+        """The WHERE clauses of this filter (the application clock decides "now")."""
+        stale = now - timedelta(seconds=config.lock_timeout)
+        live = t.c.failed_at.is_(None)
+        due = t.c.run_at <= now
+        held = sa.and_(t.c.locked_at.is_not(None), t.c.locked_at >= stale)
+        by_state: dict[str, list[Any]] = {
+            "ready": [live, due, sa.or_(t.c.locked_at.is_(None), t.c.locked_at < stale)],
+            "scheduled": [live, t.c.run_at > now],
+            "running": [live, due, held],
+            "failed": [t.c.failed_at.is_not(None)],
+            "erroring": [live, t.c.attempts > 0],
+            "all": [],
+        }
+        where = list(by_state[self.state])
+        if self.queue is not None:
+            where.append(t.c.queue == self.queue)
+        if self.name is not None:
+            where.append(t.c.name == self.name)
+        if self.priority is not None and self.priority != "":
+            low, high = priority_range(self.priority, config)
+            if low is not None:
+                where.append(t.c.priority >= low)
+            if high is not None:
+                where.append(t.c.priority <= high)
+        if self.error:
+            where.append(t.c.last_error.icontains(self.error, autoescape=True))
+        if self.up_to_id is not None:
+            where.append(t.c.id <= self.up_to_id)
+        return where
+
+
+@dataclass
+class Page:
+    """One page of jobs and the cursor of the next one (None on the last page)."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+    order: str
+
+
+def _encode_cursor(order: str, values: list[Any]) -> str:
+    text = json.dumps([order, *[v.isoformat() if isinstance(v, datetime) else v for v in values]])
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, order: str) -> list[Any]:
+    """The key values a cursor holds; BadCursorError for anything we did not make."""
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise BadCursorError(f"page cursor {cursor[:40]!r} is not one this dashboard made") from None
+    if not isinstance(raw, list) or not raw or raw[0] != order:
+        raise BadCursorError(f"page cursor {cursor[:40]!r} belongs to another page order; start again")
+    values = raw[1:]
+    try:
+        if order == "pickup":
+            priority, run_at, job_id = values
+            if isinstance(priority, bool) or isinstance(job_id, bool):
+                raise TypeError
+            return [int(priority), datetime.fromisoformat(run_at), int(job_id)]
+        (job_id,) = values
+        if isinstance(job_id, bool):
+            raise TypeError
+        return [int(job_id)]
+    except (TypeError, ValueError):
+        raise BadCursorError(f"page cursor {cursor[:40]!r} is damaged; start again") from None
+
+
+def _after(t: sa.Table, order: str, values: list[Any], dialect: str) -> Any:
+    """The keyset condition "after this row" for an order."""
+    if order == "id":
+        return t.c.id > values[0]
+    if order == "id_desc":
+        return t.c.id < values[0]
+    priority, run_at, job_id = values
+    if dialect in ("mysql", "mariadb"):
+        # MySQL/MariaDB do not turn a row-value comparison into an index range, so spell
+        # it out, with a leading `priority >=` the range optimizer can use.
+        return sa.and_(
+            t.c.priority >= priority,
+            sa.or_(
+                t.c.priority > priority,
+                t.c.run_at > run_at,
+                sa.and_(t.c.run_at == run_at, t.c.id > job_id),
+            ),
+        )
+    return sa.tuple_(t.c.priority, t.c.run_at, t.c.id) > sa.tuple_(
+        sa.literal(priority), sa.literal(run_at, sa.DateTime()), sa.literal(job_id)
+    )
+
+
+def _order_by(t: sa.Table, order: str) -> list[Any]:
+    if order == "pickup":
+        return [t.c.priority, t.c.run_at, t.c.id]
+    return [t.c.id.desc()] if order == "id_desc" else [t.c.id]
+
+
+def _key(record: JobRecord, order: str) -> list[Any]:
+    return [record.priority, record.run_at, record.id] if order == "pickup" else [record.id]
+
+
+def page_query(
+    flt: JobFilter, after: str | None, limit: int, t: sa.Table, now: datetime, config: Config, dialect: str
+) -> sa.Select[Any]:
+    """The SELECT of one page (for EXPLAIN in bench/web_million.py and for `page_jobs`).
+
+    Two steps: the ids of the page first (an inner SELECT that only needs the filtered and
+    ordered columns, so an index holding them answers it without reading the table, e.g.
+    an index-only scan), then those rows, joined by primary key.
+    """
+    order = PAGE_ORDERS[flt.state]
+    where = flt.clauses(t, now, config)
+    if after:
+        where.append(_after(t, order, _decode_cursor(after, order), dialect))
+    ids = (
+        sa.select(t.c.id.label("page_id"))
+        .where(*where)
+        .order_by(*_order_by(t, order))
+        .limit(limit + 1)
+        .subquery("page")
+    )
+    return sa.select(t).select_from(t.join(ids, t.c.id == ids.c.page_id)).order_by(*_order_by(t, order))
+
+
+def page_jobs(
+    flt: JobFilter | None = None,
+    after: str | None = None,
+    limit: int = 50,
+    *,
+    bind: Bind | None = None,
+    config: Config | None = None,
+) -> Page:
+    """One page of the rows matching `flt`, after the row `after` (a cursor from a Page).
+
+    Keyset pagination: each page is one indexed range read however deep it is, unlike
+    OFFSET, which reads and throws away every earlier row. Ready jobs come in pickup order
+    (what runs next first); failed, erroring and all newest id first; the rest by id.
+    """
+    bind, config, t = _setup(bind, config)
+    flt = flt or JobFilter()
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    order = PAGE_ORDERS[flt.state]
+    with _reading(bind) as conn:
+        query = page_query(flt, after, limit, t, utcnow(), config, conn.dialect.name)
+        records = [JobRecord.from_mapping(row) for row in conn.execute(query).mappings()]
+    more = len(records) > limit
+    records = records[:limit]
+    cursor = _encode_cursor(order, _key(records[-1], order)) if more and records else None
+    return Page(records, cursor, order)
+
+
+def count_jobs(
+    flt: JobFilter | None = None, *, bind: Bind | None = None, config: Config | None = None
+) -> int:
+    """How many rows match `flt` (one COUNT; for the confirmation of a bulk action)."""
+    bind, config, t = _setup(bind, config)
+    flt = flt or JobFilter()
+    query = sa.select(sa.func.count()).select_from(t).where(*flt.clauses(t, utcnow(), config))
+    with _reading(bind) as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def max_id(*, bind: Bind | None = None, config: Config | None = None) -> int:
+    """The highest id in the table (0 when empty): the `up_to_id` of a confirmed bulk action."""
+    bind, config, t = _setup(bind, config)
+    with _reading(bind) as conn:
+        return int(conn.execute(sa.select(sa.func.max(t.c.id))).scalar_one() or 0)
+
+
+def matching_ids(
+    flt: JobFilter, *, batch: int = 1000, bind: Bind | None = None, config: Config | None = None
+) -> Iterator[list[int]]:
+    """The ids matching `flt`, in id order, `batch` at a time (each batch a fresh read)."""
+    bind, config, t = _setup(bind, config)
+    last = 0
+    while True:
+        query = (
+            sa.select(t.c.id)
+            .where(*flt.clauses(t, utcnow(), config), t.c.id > last)
+            .order_by(t.c.id)
+            .limit(batch)
+        )
+        with _reading(bind) as conn:
+            ids = list(conn.execute(query).scalars())
+        if not ids:
+            return
+        yield ids
+        last = ids[-1]
+
+
+@dataclass
+class Unlocked(Changed):
+    """What `unlock` did; `not_locked` lists rows that exist but had no lock (or are failed)."""
+
+    not_locked: list[int] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unknown and not self.busy and not self.not_locked
+
+
+def unlock(ids: int | Iterable[int], *, bind: Bind | None = None, config: Config | None = None) -> Unlocked:
+    """Clear the lock of these live rows now, whoever holds it, so any worker may run them.
+
+    For an operator who knows the worker holding them is gone (a host that died): workers
+    would otherwise wait for the lock timeout. Clearing the lock of a job a live worker is
+    still running lets a second worker run it too (that first run's outcome is then dropped,
+    since outcomes are written only where the lock matches). Attempts are not changed.
+    Rows that have no lock, or are failed, are left alone and listed in `not_locked`.
+    """
+    bind, config, t = _setup(bind, config)
+    wanted = _ids(ids)
+    now = utcnow()
+    where = sa.and_(t.c.failed_at.is_(None), t.c.locked_at.is_not(None))
+    statement = t.update().values(locked_at=None, locked_by=None, updated_at=now)
+    with _writing(bind) as conn:
+        backend = backend_for(conn.engine, t)
+        returning = conn.dialect.update_returning
+        changed = _change(conn, t, "unlock", wanted, where, statement, returning, now, config, True)
+        if changed.ids:
+            backend.notify(conn)
+    # With force, _change files rows that exist but did not match as "busy": here that
+    # means "had no lock", which is what not_locked says.
+    result = Unlocked("unlock", ids=changed.ids, unknown=changed.unknown, not_locked=changed.busy)
+    _log(result)
+    if result.not_locked:
+        log.info("unlock: job(s) %s had no lock", result.not_locked)
+    return result
+
+
+def _merge(into: Changed, part: Changed) -> None:
+    into.ids.extend(part.ids)
+    into.unknown.extend(part.unknown)
+    into.busy.extend(part.busy)
+    if isinstance(into, Unlocked) and isinstance(part, Unlocked):
+        into.not_locked.extend(part.not_locked)
+
+
+def act_on_matching(
+    action: str,
+    flt: JobFilter,
+    *,
+    force: bool = False,
+    batch: int = 1000,
+    bind: Bind | None = None,
+    config: Config | None = None,
+) -> Changed:
+    """retry, discard or unlock every row matching `flt`, `batch` ids per transaction.
+
+    Each batch goes through `retry`/`discard`/`unlock` by id, so the same guards apply
+    (running rows are skipped as `busy` unless `force`). Batches keep each transaction and
+    its row locks short on a large table; a row that stops matching between the read and
+    the write (a worker finished it) is reported as unknown or busy, never changed blindly.
+    Give `flt.up_to_id` to cover only the rows that existed when the operator confirmed.
+    """
+    if action not in ("retry", "discard", "unlock"):
+        raise ValueError(f"unknown action {action!r}; expected retry, discard or unlock")
+    bind, config, _t = _setup(bind, config)
+    total: Changed = Unlocked(action) if action == "unlock" else Changed(action)
+    for ids in matching_ids(flt, batch=batch, bind=bind, config=config):
+        if action == "retry":
+            part: Changed = retry(ids, force=force, bind=bind, config=config)
+        elif action == "discard":
+            part = discard(ids, force=force, bind=bind, config=config)
+        else:
+            part = unlock(ids, bind=bind, config=config)
+        _merge(total, part)
+    return total

@@ -122,6 +122,10 @@ def ddl(dialect: sa.engine.Dialect, table: sa.Table = jobs) -> list[str]:
             statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
     if dialect.name == "postgresql":
         statements.extend(_postgres_extras(table))
+    for cron_table in cron_tables(table.name):
+        statements.append(str(CreateTable(cron_table).compile(dialect=dialect)).strip())
+        for index in sorted(cron_table.indexes, key=lambda i: i.name or ""):
+            statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
     return statements
 
 
@@ -138,10 +142,11 @@ def _index_applies(index: sa.Index, dialect: sa.engine.Dialect) -> bool:
 
 
 def migrate(engine: Engine, table: sa.Table = jobs) -> list[str]:
-    """Create the table and indexes that are missing; returns what it created. Idempotent."""
+    """Create the tables and indexes that are missing; returns what it created. Idempotent."""
     inspector = sa.inspect(engine)
     created: list[str] = []
     with engine.begin() as conn:
+        created += _create_cron_tables(conn, inspector, table)
         if not inspector.has_table(table.name):
             table.create(conn)
             created.append(f"table {table.name}")
@@ -154,4 +159,60 @@ def migrate(engine: Engine, table: sa.Table = jobs) -> list[str]:
         if engine.dialect.name == "postgresql":
             for statement in _postgres_extras(table):
                 conn.exec_driver_sql(statement)
+    return created
+
+
+# ============================================================================ cron tables
+# ISSUE 14 (recurring jobs). The one place the cron tables are declared; `migrate` creates
+# them when missing. To become a versioned migration step once the migration framework
+# (branch `schema`) is on main.
+#
+# delayed_cron_runs: one row per (entry key, tick) ever enqueued, inserted in the job's own
+#   transaction with an insert-or-skip: the primary key makes a tick enqueue once across every
+#   host. `job_id` is the delayed_jobs row it made; `kind` says "schedule", "catch_up" or
+#   "manual" (`delayed cron run`). Indexed on run_at so pruning reads old rows in order.
+# delayed_cron_entries: state an operator sets per entry and every host must see (paused).
+def cron_table_names(jobs_table_name: str) -> tuple[str, str]:
+    """(runs, entries) table names beside a jobs table: delayed_jobs -> delayed_cron_runs, ..."""
+    prefix = jobs_table_name[: -len("_jobs")] if jobs_table_name.endswith("_jobs") else jobs_table_name
+    return f"{prefix}_cron_runs", f"{prefix}_cron_entries"
+
+
+_cron_tables: dict[str, tuple[sa.Table, sa.Table]] = {}
+
+
+def cron_tables(jobs_table_name: str = "delayed_jobs") -> tuple[sa.Table, sa.Table]:
+    """The (runs, entries) Tables that go with the jobs table `jobs_table_name`."""
+    if jobs_table_name not in _cron_tables:
+        runs_name, entries_name = cron_table_names(jobs_table_name)
+        meta = metadata if jobs_table_name == "delayed_jobs" else sa.MetaData()
+        runs = sa.Table(
+            runs_name,
+            meta,
+            sa.Column("cron_key", sa.String(255), primary_key=True),
+            sa.Column("run_at", _Timestamp, primary_key=True),
+            sa.Column("kind", sa.String(16), nullable=False),
+            sa.Column("job_id", _BigId, nullable=True),
+            sa.Column("enqueued_at", _Timestamp, nullable=False),
+        )
+        sa.Index(f"ix_{runs_name}_run_at", runs.c.run_at)
+        entries = sa.Table(
+            entries_name,
+            meta,
+            sa.Column("cron_key", sa.String(255), primary_key=True),
+            sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+            sa.Column("paused_at", _Timestamp, nullable=True),
+            sa.Column("resumed_at", _Timestamp, nullable=True),
+            sa.Column("updated_at", _Timestamp, nullable=False),
+        )
+        _cron_tables[jobs_table_name] = (runs, entries)
+    return _cron_tables[jobs_table_name]
+
+
+def _create_cron_tables(conn: sa.Connection, inspector: sa.Inspector, table: sa.Table) -> list[str]:
+    created = []
+    for cron_table in cron_tables(table.name):
+        if not inspector.has_table(cron_table.name):
+            cron_table.create(conn)
+            created.append(f"table {cron_table.name}")
     return created

@@ -16,7 +16,7 @@ from tests.helpers import ROOT
 PACKAGE = ROOT / "src" / "delayed"
 # Packages whose __init__ loads, on first attribute use, modules that need an optional dependency
 # (Django): importing the package must not import Django, which `delayed work` does in every process.
-LAZY_FOR_OPTIONAL_DEPENDENCY = {"delayed.contrib.django"}
+LAZY_FOR_OPTIONAL_DEPENDENCY = {"delayed.contrib.django", "delayed.web"}  # Django; Starlette and Jinja2
 
 
 def _modules() -> dict[str, Path]:
@@ -130,3 +130,23 @@ def test_no_function_level_imports_of_our_own_modules() -> None:
 
 def test_the_checker_sees_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_no_merge_conflict_markers_are_left() -> None:
+    """A merge left half-resolved must fail the fast tier, not a CI script at run time."""
+    markers = ("<" * 7 + " ", "=" * 7 + "\n", ">" * 7 + " ")
+    places = [ROOT / name for name in ("src", "tests", "docs", "bench", "conf", "systemd", "examples", ".ci")]
+    files = [ROOT / "README.md", ROOT / "pyproject.toml"]
+    for place in places:
+        files += [p for p in place.rglob("*") if p.is_file() and p.suffix not in {".png", ".json", ".pyc"}]
+    found = []
+    for path in files:
+        if ".venv" in path.parts or "results" in path.parts:
+            continue
+        text = path.read_text(errors="replace")
+        found += [
+            f"{path.relative_to(ROOT)}:{n}"
+            for n, line in enumerate(text.splitlines(True), 1)
+            if line.startswith(markers)
+        ]
+    assert found == []

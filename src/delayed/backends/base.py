@@ -71,6 +71,10 @@ class Backend:
         """
         return self.engine.connect().execution_options(**AUTOCOMMIT)
 
+    def write_connection(self) -> Connection:
+        """A connection for short multi-statement transactions (the cron scheduler's ticks)."""
+        return self.engine.connect()
+
     def waiter(self, listen: bool) -> Waiter:
         """How an idle worker waits for new jobs; polling by default."""
         return Waiter()
@@ -212,6 +216,14 @@ class Backend:
     def db_now_utc(self) -> Any:
         """A SQL expression for the database's clock as naive UTC (the monitor's ages use it)."""
         return sa.func.current_timestamp(type_=sa.DateTime())
+
+    def insert_or_skip(self, table: sa.Table) -> Any:
+        """An INSERT into `table` that does nothing (rowcount 0, no error) when the primary key
+        is taken: PostgreSQL and SQLite `ON CONFLICT DO NOTHING`, MySQL `INSERT IGNORE`.
+
+        Used where a duplicate is the expected answer of a race (a cron tick another host
+        enqueued), so it must not raise, roll back or log anything."""
+        raise NotImplementedError
 
     # -- enqueue -----------------------------------------------------------------------
     def insert_now(self, rows: list[dict[str, Any]]) -> list[int]:

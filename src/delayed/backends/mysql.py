@@ -46,6 +46,15 @@ class MySQLBackend(Backend):
     def connect(self, durable_claims: bool = False) -> Connection:
         return self.engine.connect().execution_options(isolation_level="READ COMMITTED")
 
+    def write_connection(self) -> Connection:
+        """READ COMMITTED: no next-key locks on what an INSERT ... SELECT reads."""
+        return self.engine.connect().execution_options(isolation_level="READ COMMITTED")
+
+    def insert_or_skip(self, table: sa.Table) -> Any:
+        """INSERT IGNORE: a taken key is a warning, not an error (ON DUPLICATE KEY UPDATE would
+        report a found row, since SQLAlchemy sets CLIENT.FOUND_ROWS)."""
+        return table.insert().prefix_with("IGNORE")
+
     def supports_skip_locked(self, conn: Connection) -> bool:
         if self._skip_locked is None:
             version = conn.dialect.server_version_info or (0,)

@@ -17,8 +17,10 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from ..db import describe_error
@@ -53,8 +55,6 @@ _SAME_AS_CREATED = frozenset({"run_at", "updated_at"})  # usually equal to creat
 
 @functools.cache
 def _pipeline_supported() -> bool:
-    import psycopg
-
     return bool(psycopg.Pipeline.is_supported())
 
 
@@ -438,3 +438,6 @@ class PostgresBackend(Backend):
 
     def notify(self, conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(self.table)})
+
+    def insert_or_skip(self, table: sa.Table) -> Any:
+        return pg_insert(table).on_conflict_do_nothing()

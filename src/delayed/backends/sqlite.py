@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from ..record import JobRecord
@@ -51,3 +52,6 @@ class SQLiteBackend(Backend):
         records = [JobRecord.from_mapping(row) for row in rows]
         records.sort(key=lambda r: (r.priority, r.run_at, r.id))
         return records
+
+    def insert_or_skip(self, table: sa.Table) -> Any:
+        return sqlite_insert(table).on_conflict_do_nothing()

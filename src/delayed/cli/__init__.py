@@ -4,7 +4,9 @@
     delayed work               one worker process
     delayed supervise          the preforking master (also installed as `delayed-supervisor`)
     delayed jobs ...           list, show, retry, discard, unlock, stats
-    delayed monitor            the gauges, once or every interval
+    delayed monitor            the gauges, once or every interval (--prometheus: an exporter)
+    delayed web                the dashboard (delayed.web; pip install 'pydelayed[web]')
+    delayed cron ...           recurring jobs: list, run now, pause, resume
 
 Each command's flags come from the settings table (delayed.cli.options); one logging set-up
 (delayed.logs) and one exit-status convention serve them all.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import click
 
+from ..web.command import web
+from .cron import cron_group
 from .jobs import jobs_group
 from .migrate import migrate
 from .monitor import monitor
@@ -27,7 +31,7 @@ def main() -> None:
     """pydelayed: background jobs kept in a SQL table."""
 
 
-for _command in (migrate, work, supervise, jobs_group, monitor):
+for _command in (migrate, work, supervise, jobs_group, monitor, web, cron_group):
     main.add_command(_command)
 
 

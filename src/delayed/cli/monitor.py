@@ -18,6 +18,7 @@ from .. import statsd
 from ..db import describe_error, redact
 from ..errors import DelayedError
 from ..monitor import Monitor
+from ..prometheus import start_exporter
 from ..wakeup import Wakeup
 from .options import EXIT_FAILED, config_options, fail, load_config
 
@@ -67,6 +68,8 @@ def monitor(once: bool, output_format: str, **params: Any) -> None:
     except DelayedError as exc:
         fail(str(exc))
     statsd.install(config)
+    if once and params.get("prometheus_bind"):
+        fail("--prometheus serves metrics until stopped; it cannot be combined with --once")
     if once:
         started = time.perf_counter()
         try:
@@ -78,6 +81,11 @@ def monitor(once: bool, output_format: str, **params: Any) -> None:
         text = render_json(metrics, mon, duration) if output_format == "json" else render_text(metrics)
         click.echo(text)
         return
+    if config.section("prometheus").bind:  # [prometheus] bind or --prometheus HOST:PORT
+        try:
+            start_exporter(config)
+        except (DelayedError, ImportError) as exc:
+            fail(str(exc))
     stop = stop_on_signals()
     try:
         mon.run(stop)

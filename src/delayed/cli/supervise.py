@@ -62,6 +62,9 @@ def describe(settings: Settings) -> list[str]:
         if pool.kind == "monitor":
             lines.append("monitor: one child")
             continue
+        if pool.kind == "scheduler":
+            lines.append(f"cron scheduler: one child, {len(settings.cron_entries)} entr(ies)")
+            continue
         queues = ", ".join(pool.queues) or "all"
         low = "any" if pool.min_priority is None else pool.min_priority
         high = "any" if pool.max_priority is None else pool.max_priority
@@ -76,4 +79,8 @@ def describe(settings: Settings) -> list[str]:
     )
     if config.require:
         lines.append(f"require: {', '.join(config.require)}")
+    for entry in settings.cron_entries:
+        lines.append(f"cron {entry.key}: {entry.schedule.describe()} -> {entry.job}")
+    if settings.cron_entries and not config.scheduler.enabled:
+        lines.append("cron scheduler: off ([scheduler] enabled = false)")
     return lines

@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 import click
 
-from .. import statsd
+from .. import prometheus, statsd
+from ..config import Config
 from ..contrib.django.setup import setup_if_configured
 from ..errors import DelayedError
+from ..recurring import Scheduler, load_entries
 from ..tracing import instrument_from_config
 from ..worker import Worker
 from .options import config_options, fail, load_config
@@ -38,10 +41,36 @@ def work(exit_on_complete: bool, **params: Any) -> None:
     except DelayedError as exc:
         fail(str(exc))
     statsd.install(config)
+    prometheus.install(config)  # [prometheus] multiproc_dir: job counters and timings
+    scheduler = _start_scheduler(config)
     status = worker.run(exit_on_complete=exit_on_complete)
+    if scheduler is not None:  # let a tick in flight commit (one short transaction)
+        stop, thread = scheduler
+        stop.set()
+        thread.join(5)
     if status != 0:
         # A second signal: the running jobs' locks are released; do not wait for their
         # threads (the interpreter would join them at exit), leave now.
         logging.shutdown()
         os._exit(status)
     sys.exit(status)
+
+
+def _start_scheduler(config: Config) -> tuple[threading.Event, threading.Thread] | None:
+    """With `[scheduler] in_work`, the cron scheduler in a daemon thread: its stop event and thread.
+
+    Safe beside supervisors and other workers doing the same: each tick enqueues once.
+    """
+    if not config.scheduler.in_work:
+        return None
+    try:
+        entries = load_entries(config)
+    except DelayedError as exc:
+        fail(str(exc))
+    if not entries:
+        return None
+    stop = threading.Event()
+    scheduler = Scheduler(config, entries)
+    thread = threading.Thread(target=scheduler.run, args=(stop,), name="delayed-cron", daemon=True)
+    thread.start()
+    return stop, thread

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from .loading import REENQUEUE_BUFFER, Config, build_config, configure, get_config, read_file, set_config
 from .sections import (
+    CronSettings,
     DelayedSettings,
     MonitorSettings,
     PoolSettings,
+    SchedulerSettings,
     StatsdSettings,
     SupervisorSettings,
     TracingSettings,
@@ -27,9 +29,11 @@ __all__ = [
     "REENQUEUE_BUFFER",
     "SECTIONS",
     "Config",
+    "CronSettings",
     "DelayedSettings",
     "MonitorSettings",
     "PoolSettings",
+    "SchedulerSettings",
     "Section",
     "Setting",
     "StatsdSettings",

@@ -19,9 +19,11 @@ from typing import Any
 
 from ..errors import ConfigError
 from .sections import (
+    CronSettings,
     DelayedSettings,
     MonitorSettings,
     PoolSettings,
+    SchedulerSettings,
     StatsdSettings,
     SupervisorSettings,
     TracingSettings,
@@ -83,6 +85,14 @@ class Config(DelayedSettings):
     @property
     def tracing(self) -> TracingSettings:
         return self.section("tracing")  # type: ignore[no-any-return]
+
+    @property
+    def cron(self) -> tuple[CronSettings, ...]:
+        return self.section("cron")  # type: ignore[no-any-return]
+
+    @property
+    def scheduler(self) -> SchedulerSettings:
+        return self.section("scheduler")  # type: ignore[no-any-return]
 
     def replace(self, **overrides: Any) -> Config:
         """A copy with some `[delayed]` settings changed (each checked like the file's)."""

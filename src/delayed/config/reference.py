@@ -86,12 +86,15 @@ def _section_lines(section: Section) -> list[str]:
             lines += _setting_lines(section, setting, setting.default)
         return lines
     for number, (note, table) in enumerate(section.examples):
-        lines += ["", *_comment(note), header]
+        body = [header]
         for setting in section.settings.values():
             if setting.name in table:
-                lines += _setting_lines(section, setting, table[setting.name], documented=number == 0)
+                body += _setting_lines(section, setting, table[setting.name], documented=number == 0)
             elif number == 0:
-                lines += _setting_lines(section, setting, None)
+                body += _setting_lines(section, setting, None)
+        if section.examples_commented:
+            body = [line if line.startswith("#") else f"# {line}" for line in body]
+        lines += ["", *_comment(note), *body]
     return lines
 
 

@@ -1,4 +1,5 @@
-"""The core sections: [delayed], [supervisor], [[pool]], [statsd], [monitor], [tracing].
+"""The core sections: [delayed], [supervisor], [[pool]], [statsd], [monitor], [tracing], [[cron]],
+[scheduler].
 
 Each is a frozen dataclass: code reads `config.max_claims`, `config.supervisor.workers`,
 `config.pools[0].queues`, typed. Optional features declare their own sections the same way
@@ -13,7 +14,7 @@ from typing import Any
 from . import values as v
 from .table import section, setting
 
-ALL_COMMANDS = ("migrate", "work", "monitor", "jobs")
+ALL_COMMANDS = ("migrate", "work", "monitor", "jobs", "web", "cron")
 
 
 @section(
@@ -44,7 +45,7 @@ class DelayedSettings:
         '["myapp.jobs", "myapp.mailers"]. The supervisor imports them once, in the master. '
         "A flag adds to the file's list.",
         flags=("--require",),
-        commands=("work",),
+        commands=("work", "cron"),
     )
     max_claims: int = setting(
         5,
@@ -353,4 +354,122 @@ class TracingSettings:
         "queue",
         v.choice("queue", "job_class"),
         '"queue": spans are named after the queue; "job_class": after the job\'s name.',
+    )
+
+
+_CRON_EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "A nightly job at 03:00 Zurich time (daylight saving handled: a tick in the skipped hour "
+        "runs at the first minute after it, a tick in the repeated hour runs once).",
+        {
+            "key": "nightly-report",
+            "schedule": "0 3 * * *",
+            "job": "reports.NightlyReport",
+            "args": ["full"],
+            "queue": "reports",
+            "priority": "reporting",
+            "timezone": "Europe/Zurich",
+        },
+    ),
+    (
+        "An interval instead of a schedule: every 30 s, at multiples of 30 s since the Unix epoch.",
+        {"key": "heartbeat", "every": "30s", "job": "ops.Heartbeat"},
+    ),
+)
+
+
+@section(
+    "cron",
+    "Recurring jobs: each tick of an entry's schedule enqueues its job once, whatever the number "
+    "of supervisors and hosts running the scheduler (a unique (key, tick) row is written in the "
+    "job's transaction). The job's run_at is the tick (`self.record.run_at`). Entries can also be "
+    'declared in code, in a module listed in `require`: `delayed.cron("key", "0 3 * * *", '
+    "JobClass, args=[...])`. A schedule that does not parse, an unknown time zone or a job name "
+    "that is not registered stops the program (exit 2) naming the entry.",
+    array=True,
+    examples=_CRON_EXAMPLES,
+    examples_commented=True,
+)
+@dataclass(frozen=True)
+class CronSettings:
+    """One `[[cron]]` table; checked as a whole by delayed.recurring.entries."""
+
+    key: str = setting(
+        "",
+        v.string,
+        "Unique, stable name of the entry (at most 255 characters); ticks are recorded under it.",
+    )
+    schedule: str | None = setting(
+        None,
+        v.optional(v.string),
+        "Cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds "
+        "first. Give `schedule` or `every`, not both.",
+        example="30 2 * * 1-5",
+    )
+    every: float | None = setting(
+        None,
+        v.optional(v.duration(positive=True)),
+        'An interval instead of a schedule ("30s", "5m", "1h"): ticks at multiples of it since the '
+        "Unix epoch (UTC), so every host computes the same ticks.",
+        example="30s",
+    )
+    job: str = setting("", v.string, "The registered name of the job class (module.Class, or its name=).")
+    args: list[Any] = setting([], v.json_array, "Positional arguments of every enqueued job (JSON values).")
+    kwargs: dict[str, Any] = setting(
+        {},
+        v.json_table,
+        "Keyword arguments of every enqueued job (JSON values).",
+        example={"format": "pdf"},
+    )
+    queue: str | None = setting(
+        None, v.optional(v.string), "Queue of the jobs; unset means the job class's, then default_queue_name."
+    )
+    priority: int | str | None = setting(
+        None,
+        v.optional(v.priority),
+        "Priority of the jobs (a number or a name); unset means the job class's, then default_priority.",
+    )
+    timezone: str = setting(
+        "UTC", v.string, "IANA time zone the schedule is read in, e.g. Europe/Zurich (not used by `every`)."
+    )
+
+
+@section(
+    "scheduler",
+    "The cron scheduler. Every `delayed supervise` runs it as one extra child when there is at least "
+    "one cron entry; running it on several hosts is safe (each tick is enqueued once, no leader). "
+    "`delayed work` runs it in a thread only when `in_work` is true.",
+)
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """`[scheduler]`."""
+
+    enabled: bool = setting(
+        True, v.boolean, "Run the scheduler in `delayed supervise` (one extra child) when cron entries exist."
+    )
+    in_work: bool = setting(
+        False, v.boolean, "Also run the scheduler in `delayed work`, as a thread beside the worker."
+    )
+    catch_up: float = setting(
+        3600.0,
+        v.duration(),
+        "After downtime, the most recent missed tick of each entry is enqueued if it is at most this "
+        "old; older missed ticks are skipped (and logged once). 0 means no catch-up: only ticks "
+        "handled within 5 s of their time are enqueued.",
+    )
+    wake_interval: float = setting(
+        60.0,
+        v.duration(positive=True),
+        "Longest the scheduler sleeps between two looks at the clock; it also wakes at every entry's "
+        "next tick.",
+    )
+    keep_runs: float = setting(
+        7 * 86400.0,
+        v.duration(positive=True),
+        "How long the record of each enqueued tick (delayed_cron_runs) is kept; the newest of each "
+        "entry is always kept. Older rows are deleted in batches of 1,000 every prune_interval.",
+        example="7d",
+    )
+    prune_interval: float = setting(
+        3600.0, v.duration(positive=True), "Seconds between two prunes of old tick records (per scheduler)."
     )

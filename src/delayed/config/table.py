@@ -51,6 +51,9 @@ class Section:
     doc: str
     array: bool = False
     examples: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # Show the examples commented out in conf/delayed.toml (they name things, such as job
+    # classes, that a real file must provide), so the example file stays loadable.
+    examples_commented: bool = False
 
     @property
     def env_prefix(self) -> str | None:
@@ -93,7 +96,12 @@ def setting(
 
 
 def section(
-    name: str, doc: str, *, array: bool = False, examples: tuple[tuple[str, dict[str, Any]], ...] = ()
+    name: str,
+    doc: str,
+    *,
+    array: bool = False,
+    examples: tuple[tuple[str, dict[str, Any]], ...] = (),
+    examples_commented: bool = False,
 ) -> Callable[[type[T]], type[T]]:
     """Register a frozen dataclass of `setting(...)` fields as the config section `name`."""
 
@@ -103,7 +111,7 @@ def section(
             spec = item.metadata.get("setting")
             if spec is not None:
                 settings[item.name] = dataclasses.replace(spec, name=item.name)
-        SECTIONS[name] = Section(name, cls, settings, doc, array, examples)
+        SECTIONS[name] = Section(name, cls, settings, doc, array, examples, examples_commented)
         return cls
 
     return register

@@ -195,3 +195,21 @@ _kind(priority_names, "table of name = lower bound")
 _kind(priority_alerts, "table of name = {age, run_time, attempts}")
 _kind(sample_rate, "number in (0, 1]")
 _kind(import_path, '"module:function"')
+
+
+def json_array(value: Any) -> list[Any]:
+    """A list (TOML array); its items are checked for JSON where they are used (job arguments)."""
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected an array, got {value!r}")
+    return list(value)
+
+
+def json_table(value: Any) -> dict[str, Any]:
+    """A table of string keys (TOML inline table); values are checked where they are used."""
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ValueError(f"expected a table with string keys, got {value!r}")
+    return dict(value)
+
+
+_kind(json_array, "array (JSON values)")
+_kind(json_table, "table (JSON values)")

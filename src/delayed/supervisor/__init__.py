@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .. import statsd
+from .. import prometheus, statsd
 from ..config import set_config
 from ..errors import ConfigError, DelayedError
 from ..logs import setup_logging
@@ -61,6 +61,7 @@ def serve(path: str | None, check: bool = False) -> int:
         return 0
     set_config(settings.config)
     statsd.install(settings.config)  # the master's own events: children spawned, exited, killed
+    prometheus.clear_multiproc_dir(settings.config)  # last run's metric files; children write anew
     try:
         setup_logging(settings.log_level, settings.log_file)
     except OSError as exc:

@@ -599,6 +599,7 @@ class Supervisor:
             on_worker_boot=settings.on_worker_boot,
             heartbeat_interval=min(HEARTBEAT_INTERVAL, settings.heartbeat_timeout / 3),
             tracing=settings.tracing,
+            cron_entries=settings.cron_entries,
         )
         self.reclaimer.dispose()  # NullPool holds nothing; dispose anyway so no engine state crosses
         try:

@@ -25,13 +25,14 @@ from typing import Any
 
 import setproctitle
 
-from .. import events, statsd
+from .. import events, prometheus, statsd
 from ..config import Config, set_config
 from ..contrib.django.setup import setup_if_configured
 from ..db import describe_error
 from ..logs import reopen_log_files
 from ..monitor import Monitor
 from ..record import JobRecord
+from ..recurring import CronEntry, Scheduler
 from ..tracing import instrument_from_config
 from ..wakeup import Wakeup
 from ..worker import Worker
@@ -47,7 +48,7 @@ TITLE_PREFIX = "delayed-supervisor"
 class ChildSpec:
     """Everything a child needs, handed over in memory by the fork."""
 
-    kind: str  # "worker" or "monitor"
+    kind: str  # "worker", "monitor" or "scheduler"
     pool_name: str
     queues: list[str]
     min_priority: int | str | None
@@ -60,6 +61,7 @@ class ChildSpec:
     on_worker_boot: Callable[[], Any] | None = None
     heartbeat_interval: float = 1.0
     tracing: bool = False  # instrument the Worker with OpenTelemetry (after on_worker_boot)
+    cron_entries: tuple[CronEntry, ...] = ()  # the scheduler child's entries (checked by the master)
 
 
 class Reporter:
@@ -172,8 +174,8 @@ class _Heartbeat(threading.Thread):
 
     def _update_title(self, busy: int) -> None:
         spec = self.spec
-        if spec.kind == "monitor":
-            title = "monitor"
+        if spec.kind in ("monitor", "scheduler"):
+            title = spec.kind
         else:
             queues = ",".join(spec.queues) or "all"
             title = f"worker {spec.pool_name} queues={queues} busy {busy}/{spec.max_claims}"
@@ -208,6 +210,7 @@ def run_child(spec: ChildSpec) -> int:
     _reset_signals(stopper, heartbeat)
     set_config(spec.config)  # also drops any engine inherited from the master
     statsd.install(spec.config)  # this process's own socket: job timings, monitor gauges
+    prometheus.install(spec.config)  # [prometheus] multiproc_dir: this child's own metric files
     heartbeat.start()
     try:
         setup_if_configured()  # Django, in this process after the fork (its own connections)
@@ -217,6 +220,8 @@ def run_child(spec: ChildSpec) -> int:
             instrument_from_config(spec.config)  # after the hook set up the provider
         if spec.kind == "monitor":
             return _run_monitor(spec, reporter, stopper)
+        if spec.kind == "scheduler":
+            return _run_scheduler(spec, reporter, stopper)
         return _run_worker(spec, reporter, stopper, heartbeat)
     except Exception:
         log.exception("child %d of pool %s failed while booting", os.getpid(), spec.pool_name)
@@ -257,8 +262,36 @@ def _run_monitor(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
     if stopper.requested:
         stop.set()
     reporter.send(protocol.Booted(f"monitor pid:{os.getpid()}"))
+    if spec.config.section("prometheus").bind:
+        _serve_prometheus(spec.config)
     try:
         Monitor(spec.config).run(stop)
+    finally:
+        stop.close()
+    return 0
+
+
+def _serve_prometheus(config: Any) -> None:
+    """[prometheus] bind: this host's /metrics from the monitor child (table gauges, and the
+    other children's job metrics from multiproc_dir). A busy port is logged, not fatal: the
+    monitor goes on, and a respawned child would only hit the same port again."""
+    try:
+        prometheus.start_exporter(config)
+    except Exception as exc:
+        log.error("monitor child: no Prometheus exporter: %s", exc)
+
+
+def _run_scheduler(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:
+    """The cron scheduler: enqueues due ticks until TERM (nothing to drain: a tick is one
+    short transaction, and one cut short by the exit is rolled back and caught up later)."""
+    stop = Wakeup()  # set by the TERM handler: no threading.Event (see delayed.wakeup)
+    stopper.target = stop.set
+    if stopper.requested:
+        stop.set()
+    scheduler = Scheduler(spec.config, spec.cron_entries)
+    reporter.send(protocol.Booted(f"scheduler pid:{os.getpid()}"))
+    try:
+        scheduler.run(stop)
     finally:
         stop.close()
     return 0

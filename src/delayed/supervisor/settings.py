@@ -22,6 +22,7 @@ from ..config import REENQUEUE_BUFFER, Config, PoolSettings, build_config
 from ..errors import ConfigError, DelayedError
 from ..loader import import_modules
 from ..priority import resolve as resolve_priority
+from ..recurring import CronEntry, load_entries
 from ..tracing import check_available
 
 # A job's lock expires REENQUEUE_BUFFER (30 s) after its max_run_time; from then on another
@@ -45,7 +46,7 @@ class Pool:
     queues: list[str] = field(default_factory=list)
     min_priority: int | str | None = None
     max_priority: int | str | None = None
-    kind: str = "worker"  # or "monitor"
+    kind: str = "worker"  # or "monitor", "scheduler"
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Settings:
     max_run_time_grace: float
     on_worker_boot: Callable[[], Any] | None
     tracing: bool  # children instrument their Worker with OpenTelemetry
+    cron_entries: tuple[CronEntry, ...] = ()  # checked in the master; the scheduler child runs them
 
 
 def load_settings(path: str | None, environ: dict[str, str] | None = None) -> Settings:
@@ -73,6 +75,11 @@ def load_settings(path: str | None, environ: dict[str, str] | None = None) -> Se
     sup = config.supervisor
     _check_grace(config)
     import_modules(config.require)
+    # Every entry is checked here (after `require` registered the job classes), so a bad
+    # schedule or job name is one exit 2 (or a refused HUP), never a crash-looping child.
+    cron_entries = tuple(load_entries(config))
+    if cron_entries and config.scheduler.enabled:
+        pools.append(Pool("scheduler", 1, 1, kind="scheduler"))
     tracing = config.tracing.enabled
     if tracing:
         check_available()  # a missing extra is one clear exit 2, not a crash loop of children
@@ -89,6 +96,7 @@ def load_settings(path: str | None, environ: dict[str, str] | None = None) -> Se
         max_run_time_grace=sup.max_run_time_grace,
         on_worker_boot=_boot_hook(config),
         tracing=tracing,
+        cron_entries=cron_entries,
     )
 
 

@@ -17,7 +17,8 @@ housekeeping before and after, as for a request.
 
 from __future__ import annotations
 
-from datetime import datetime
+import traceback
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...job import Job
@@ -75,8 +76,6 @@ def django_datetime(naive_utc: datetime | None) -> datetime | None:
     """A stored naive-UTC timestamp as Django shows datetimes: aware with USE_TZ, else local naive."""
     if naive_utc is None:
         return None
-    from datetime import UTC
-
     from django.conf import settings
     from django.utils import timezone
 
@@ -138,8 +137,6 @@ def run_task(job: TaskJob, args: list[Any], kwargs: dict[str, Any]) -> Any:
 
 def task_error(exc: BaseException) -> Any:
     """Django's TaskError for an exception: the class's import path and the traceback text."""
-    import traceback
-
     cls = type(exc)
     path = f"{cls.__module__}.{cls.__qualname__}"
     return TaskError(exception_class_path=path, traceback="".join(traceback.format_exception(exc)))

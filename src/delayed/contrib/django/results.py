@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
+from importlib import import_module
 from typing import Any
 
 from ...registry import registered_jobs
@@ -81,8 +82,6 @@ def _import_task_module(name: str) -> Any:
     Only project code is imported (a module inside an INSTALLED_APPS package), and what runs
     or is returned is still only what the backend registered when that module made its Tasks.
     """
-    from importlib import import_module
-
     from django.apps import apps
 
     module = name.rsplit(".", 1)[0]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
+
 from ...config import get_config
 from ...db import create_engine, redact
 from ...errors import ConfigError
@@ -39,8 +41,6 @@ def database_url(alias: str = "default", settings_dict: dict[str, Any] | None = 
 
     It carries the password: pass it to pydelayed, never log it (log `delayed.db.redact(url)`).
     """
-    import sqlalchemy as sa
-
     if settings_dict is None:
         from django.db import connections
 
