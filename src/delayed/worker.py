@@ -9,6 +9,9 @@ Each job thread decodes the handler, finds the registered class, runs `perform`,
 the result into an Outcome (delete / retry with back-off / fail) for the completer, which
 writes outcomes in batches. A row is deleted only after its job ran.
 
+The completer's backlog is bounded: past completer.MAX_PENDING unwritten outcomes the loop
+claims nothing until it shrinks (back-pressure; no outcome is ever dropped).
+
 SIGTERM/SIGINT: stop claiming, let running jobs finish, write every outcome, exit 0. A
 second signal stops waiting: the locks of still-running jobs are released so they run
 again elsewhere, and the process exits 1.
@@ -32,7 +35,7 @@ import sqlalchemy as sa
 
 from . import events
 from .backends import Backend, ClaimFilter, Waiter, backend_for
-from .completer import Completer
+from .completer import MAX_PENDING, Completer
 from .config import Config, get_config
 from .db import describe_error, engine_for
 from .executor import Executor
@@ -98,6 +101,9 @@ def default_worker_name() -> str:
 class Worker:
     """Works off jobs: `Worker(...).run()` until stopped, or `.work_off(n)` in tests."""
 
+    # Unwritten outcomes past which claiming pauses (see Completer.full).
+    max_pending_outcomes: int = MAX_PENDING
+
     def __init__(
         self,
         *,
@@ -148,6 +154,7 @@ class Worker:
         self._completer: Completer | None = None
         self._conn: sa.Connection | None = None
         self._reserve_failures = 0
+        self._backlogged = False  # claiming paused until the completer's backlog shrinks
         self._waiter: Waiter = Waiter()
 
     # -- identity --------------------------------------------------------------------------
@@ -262,7 +269,7 @@ class Worker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._completer = Completer(self.backend).start()
+        self._completer = Completer(self.backend, self.max_pending_outcomes).start()
         self._waiter = self.backend.waiter(self.config.listen_notify)
         # Last: nothing after this may fail, or these (non-daemon) threads would outlive us.
         self._pool = JobThreads(self.max_claims, self._run_one, "delayed-job")
@@ -368,6 +375,8 @@ class Worker:
                         self._wait_for_threads(self.max_claims - half, gather_until - now)
                         continue
                 gather_until = None
+                if self._outcomes_backlogged():
+                    continue
                 jobs = self._reserve(free)
                 if jobs is None:  # the database failed; back off
                     maybe_more = False
@@ -404,6 +413,28 @@ class Worker:
                 self._disarm_wake()
                 if notified or (exit_when_idle and self._busy == 0):
                     next_poll = 0.0
+
+    def _outcomes_backlogged(self) -> bool:
+        """Back-pressure: while the completer has too many unwritten outcomes, claim nothing.
+
+        Each unwritten outcome is a locked row whose job already ran; claiming more while the
+        completer cannot keep up (or cannot write at all) would only grow what a crash makes
+        run again. Waits a moment for room (the loop then checks for a stop) and says so once.
+        """
+        completer = self._completer
+        if completer is None or not completer.full:
+            if self._backlogged:
+                self._backlogged = False
+                log.info("job outcomes are being written again; claiming resumes")
+            return False
+        if not self._backlogged:
+            self._backlogged = True
+            log.warning(
+                "%d job outcome(s) wait to be written; claiming no more jobs until they are",
+                completer.pending,
+            )
+        completer.wait_for_room(0.1)
+        return True
 
     def _arm_wake(self, wake_busy: int) -> bool:
         """Ask job threads to wake the loop once at most `wake_busy` are busy.
