@@ -122,10 +122,17 @@ class Completer:
             return self._done.wait_for(lambda: self._written >= target, timeout)
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Write what is queued (retrying for up to `timeout`), then end the thread."""
+        """Write what is queued (retrying for up to `timeout`), then end the thread.
+
+        True when every outcome was written and the thread has ended. The connection is the
+        thread's alone: the thread closes it as it ends. A stop that times out while the
+        thread is still inside a write (a database that stopped answering) leaves it to
+        finish or fail on its own, rather than closing the connection under it; a failed
+        write then gives up at once instead of backing off.
+        """
         deadline = time.monotonic() + timeout
         flushed = self.flush(timeout)
-        self._stopping.set()
+        self._stopping.set()  # also cuts a back-off sleep short
         self._queue.put(_STOP)
         self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         if not flushed:
@@ -134,7 +141,9 @@ class Completer:
                 "and run again after the lock timeout",
                 self.pending,
             )
-        self._close()
+        if self._thread.is_alive():
+            log.error("the completer is still inside a database call; leaving it to end on its own")
+            return False
         return flushed
 
     # -- the thread ------------------------------------------------------------------------
@@ -155,15 +164,18 @@ class Completer:
         return batch  # type: ignore[return-value]
 
     def _run(self) -> None:
-        while True:
-            batch = self._take_batch()
-            if batch is None:
-                return
-            self._write_with_retry(batch)
-            with self._done:
-                self._written += len(batch)
-                self._pending_ids.difference_update(o.id for o in batch)
-                self._done.notify_all()
+        try:
+            while True:
+                batch = self._take_batch()
+                if batch is None:
+                    return
+                self._write_with_retry(batch)
+                with self._done:
+                    self._written += len(batch)
+                    self._pending_ids.difference_update(o.id for o in batch)
+                    self._done.notify_all()
+        finally:
+            self._close()  # only this thread ever uses (or closes) its connection
 
     def _write_with_retry(self, batch: list[Outcome]) -> None:
         unwritten = list(batch)  # _write removes what it wrote, so a retry writes only the rest
@@ -180,14 +192,14 @@ class Completer:
                     delay,
                 )
                 self._close(broken=True)
-                if self._stopping.is_set() and delay > 5:
+                if self._stopping.is_set():  # stop() has waited its timeout already
                     log.error(
                         "giving up on %d outcome(s) at shutdown: ids %s",
                         len(unwritten),
                         [o.id for o in unwritten],
                     )
                     return
-                time.sleep(delay)
+                self._stopping.wait(delay)  # a stop ends the wait: one last try, then give up
                 delay = min(delay * 2, 10.0)
 
     def _connection(self) -> sa.Connection:
