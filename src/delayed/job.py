@@ -39,7 +39,9 @@ class Job:
     """Subclass and define `perform`. Class attributes set the defaults of every enqueue.
 
     `class SendEmail(delayed.Job, name="emails.send")` registers under an explicit name, which
-    survives renaming the module; without it the name is `module.QualName`.
+    survives renaming the module; without it the name is `module.QualName`. A name belongs to
+    one class: a second class under it is refused (JobDefinitionError); the same class defined
+    again (a module reload) replaces the first.
     During `perform`, `self.record` is the row (id, attempts, queue, ...).
     """
 
@@ -61,10 +63,11 @@ class Job:
         if abstract:
             cls.job_name = ""
             return
-        cls.job_name = name or f"{_module_name(cls)}.{cls.__qualname__}"
+        origin = f"{_module_name(cls)}.{cls.__qualname__}"
+        cls.job_name = name or origin
         check_perform(cls.perform, f"{cls.__qualname__}.perform")
         _validate_class(cls)
-        register(cls.job_name, cls)
+        register(cls.job_name, cls, origin)
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")

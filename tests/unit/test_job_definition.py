@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 import delayed
@@ -64,3 +69,82 @@ def test_a_plain_perform_is_fine() -> None:
 
     assert find("tests.unit.plain") is Plain
     assert Plain.perform_now(21) == 42
+
+
+# ----------------------------------------------------------------------------- one class per name
+def test_a_second_class_under_a_taken_name_is_refused_naming_both() -> None:
+    class First(delayed.Job, name="tests.unit.taken"):
+        def perform(self) -> None: ...
+
+    with pytest.raises(JobDefinitionError) as caught:
+
+        class Second(delayed.Job, name="tests.unit.taken"):
+            def perform(self) -> None: ...
+
+    message = str(caught.value)
+    assert "'tests.unit.taken' is already taken by" in message
+    assert "First" in message and "Second" in message and "another name" in message
+    assert find("tests.unit.taken") is First, "the first class keeps its jobs"
+
+
+def test_a_function_job_under_a_taken_name_is_refused() -> None:
+    class Owner(delayed.Job, name="tests.unit.taken_by_class"):
+        def perform(self) -> None: ...
+
+    with pytest.raises(JobDefinitionError, match="already taken"):
+
+        @delayed.job(name="tests.unit.taken_by_class")
+        def intruder() -> None: ...
+
+    assert find("tests.unit.taken_by_class") is Owner
+
+
+def _write_module(directory: Path, name: str, body: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.py").write_text(body)
+
+
+@pytest.fixture
+def scratch_path(tmp_path: Path) -> Iterator[Path]:
+    """tmp_path on sys.path; the modules imported from it are forgotten afterwards."""
+    before = set(sys.modules)
+    sys.path.insert(0, str(tmp_path))
+    yield tmp_path
+    sys.path.remove(str(tmp_path))
+    if str(tmp_path / "pkg") in sys.path:
+        sys.path.remove(str(tmp_path / "pkg"))
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+JOB_MODULE = """
+import delayed
+
+class Reloadable(delayed.Job, name="tests.unit.reloadable{suffix}"):
+    def perform(self) -> None: ...
+"""
+
+
+def test_the_same_class_defined_again_by_a_reload_replaces_the_first(scratch_path: Path) -> None:
+    _write_module(scratch_path, "reload_jobs_a", JOB_MODULE.format(suffix=""))
+    module = importlib.import_module("reload_jobs_a")
+    first = module.Reloadable
+    reloaded = importlib.reload(module)
+    assert reloaded.Reloadable is not first
+    assert find("tests.unit.reloadable") is reloaded.Reloadable
+
+
+def test_one_file_imported_under_two_module_names_is_refused_saying_so(scratch_path: Path) -> None:
+    """Chosen: not the same class. The two imports are two classes with two copies of the
+    module's state; the error names the file and both module names."""
+    package = scratch_path / "pkg"
+    _write_module(package, "__init__", "")
+    _write_module(package, "twice_jobs", JOB_MODULE.format(suffix="_twice"))
+    sys.path.insert(0, str(package))
+    importlib.import_module("pkg.twice_jobs")
+    with pytest.raises(JobDefinitionError) as caught:
+        importlib.import_module("twice_jobs")
+    message = str(caught.value)
+    assert "imported under two module names (pkg.twice_jobs and twice_jobs)" in message
+    assert str(package / "twice_jobs.py") in message
+    assert find("tests.unit.reloadable_twice").__module__ == "pkg.twice_jobs"
