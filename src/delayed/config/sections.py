@@ -103,7 +103,7 @@ class DelayedSettings:
         None,
         v.optional(v.priority),
         "Lowest priority this worker picks up (inclusive; a number or a name); unset means no "
-        "bound. Pools may override.",
+        "bound. Pools may override. A min_priority above max_priority is refused (exit 2).",
         env=("MIN_PRIORITY",),
         flags=("--min-priority",),
         commands=("work",),
@@ -263,7 +263,10 @@ class PoolSettings:
         None, v.optional(v.string_list), "Queues of this pool; [] means every queue."
     )
     min_priority: int | str | None = setting(
-        None, v.optional(v.priority), "Lowest priority picked up (inclusive; a number or a name).", example=0
+        None,
+        v.optional(v.priority),
+        "Lowest priority picked up (inclusive; a number or a name); not above max_priority.",
+        example=0,
     )
     max_priority: int | str | None = setting(
         None, v.optional(v.priority), "Highest priority picked up (inclusive; a number or a name)."
