@@ -204,7 +204,7 @@ class Completer:
 
     def _connection(self) -> sa.Connection:
         if self._conn is None:
-            self._conn = self.backend.engine.connect()
+            self._conn = self.backend.outcome_connection()
         return self._conn
 
     def _write(self, unwritten: list[Outcome]) -> None:

@@ -46,6 +46,10 @@ from .schema import get_table
 log = logging.getLogger("delayed.worker")
 
 GATHER = 0.002  # seconds a backlogged worker waits for more free threads before a claim
+# Failed claims in a row (with the usual back-off: ~15 s in all) after which a worker that
+# exits when idle gives up on a database that fails for a reason other than a missing table
+# or database (those end it at the first claim).
+EXIT_ON_COMPLETE_ATTEMPTS = 6
 _STOP_THREAD = None  # what a job thread takes from its queue to end
 
 
@@ -154,6 +158,10 @@ class Worker:
         self._completer: Completer | None = None
         self._conn: sa.Connection | None = None
         self._reserve_failures = 0
+        self._last_reserve_error = ""
+        self._unusable_reason: str | None = None  # the last failed claim's table/database is missing
+        self._unusable: str | None = None  # why an exiting-when-idle run gave up (exit status 1)
+        self._exit_when_idle = False
         self._backlogged = False  # claiming paused until the completer's backlog shrinks
         self._waiter: Waiter = Waiter()
 
@@ -209,7 +217,11 @@ class Worker:
         return self.succeeded - before[0], self.failed - before[1]
 
     def run(self, exit_on_complete: bool = False, install_signals: bool = True) -> int:
-        """Work until stopped (or, with exit_on_complete, until nothing is ready); exit status."""
+        """Work until stopped (or, with exit_on_complete, until nothing is ready); exit status.
+
+        0 when stopped or done; 1 after a second stop (running jobs released) or when, with
+        exit_on_complete, the database is not usable (see `_give_up`).
+        """
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
@@ -239,7 +251,7 @@ class Worker:
             total / elapsed,
             self.failed,
         )
-        status = 1 if self._force.is_set() else 0
+        status = 1 if self._force.is_set() or self._unusable else 0
         self._reset()
         return status
 
@@ -247,6 +259,7 @@ class Worker:
         """Ready for another run: clear the stop flags of the one that ended."""
         self._stop.clear()
         self._force.clear()
+        self._unusable = None
 
     def stop(self) -> None:
         """Ask the loop to stop claiming and drain (safe from signal handlers and threads)."""
@@ -354,7 +367,9 @@ class Worker:
     def _loop(self, limit: int | None, exit_when_idle: bool) -> None:
         claimed = 0
         maybe_more = True  # the last claim was full, so more jobs may be ready
+        failing = False  # the last claim failed: wait out the back-off, whatever else happens
         next_poll = 0.0
+        self._exit_when_idle = exit_when_idle
         gather_until: float | None = None  # while gathering free threads for one claim
         half = (self.max_claims + 1) // 2
         while not self._stop.is_set():
@@ -377,8 +392,12 @@ class Worker:
                 gather_until = None
                 if self._outcomes_backlogged():
                     continue
+                settled = self._settled()
                 jobs = self._reserve(free)
+                failing = jobs is None
                 if jobs is None:  # the database failed; back off
+                    if exit_when_idle and self._give_up():
+                        return
                     maybe_more = False
                     next_poll = now + min(0.5 * 2 ** min(self._reserve_failures, 6), 30.0)
                 elif jobs and self._stop.is_set():
@@ -389,8 +408,15 @@ class Worker:
                         self._submit(record)
                     maybe_more = len(jobs) == free
                     if not maybe_more:
-                        if exit_when_idle and self._busy == 0:
-                            return
+                        if exit_when_idle and not jobs and self._busy == 0:
+                            if settled:
+                                return  # nothing ready, nothing running, nothing unwritten
+                            # Our own unwritten outcomes may have hidden ready rows from this
+                            # claim (MySQL: locks of the completer's transaction); once they
+                            # are written, look again.
+                            self._wait_for_outcomes()
+                            next_poll = 0.0
+                            continue
                         next_poll = now + self.config.sleep_delay
                     continue
             # Full (maybe_more): wait for a thread to free up. Otherwise: until the next poll,
@@ -402,6 +428,8 @@ class Worker:
                 wake_busy = 0
             elif maybe_more:
                 wake_busy = self.max_claims - 1
+            elif failing:
+                wake_busy = -1  # backing off: jobs ending do not end the wait
             else:
                 wake_busy = 0 if exit_when_idle else -1
             if timeout > 0:
@@ -411,8 +439,40 @@ class Worker:
                     continue
                 notified = self._waiter.wait(timeout, self._wake_r)
                 self._disarm_wake()
-                if notified or (exit_when_idle and self._busy == 0):
+                if notified or (exit_when_idle and self._busy == 0 and not failing):
                     next_poll = 0.0
+
+    def _settled(self) -> bool:
+        """No job running and no outcome unwritten: no lock of ours can hide a ready row."""
+        completer = self._completer
+        return self._busy == 0 and (completer is None or completer.pending == 0)
+
+    def _wait_for_outcomes(self, timeout: float = 1.0) -> None:
+        """Wait (at most `timeout`, a stop ends it sooner) for the completer to write everything."""
+        completer = self._completer
+        deadline = time.monotonic() + timeout
+        while completer is not None and not self._stop.is_set() and time.monotonic() < deadline:
+            if completer.flush(0.05):
+                return
+
+    def _give_up(self) -> bool:
+        """Exiting when idle: is the database clearly unusable (then say why, once)?
+
+        A missing table or database is clear at once. Anything else (refused or lost
+        connections, timeouts) gets EXIT_ON_COMPLETE_ATTEMPTS claims with the usual back-off
+        between them first, since it may pass.
+        """
+        reason = self._unusable_reason
+        if reason is None and self._reserve_failures >= EXIT_ON_COMPLETE_ATTEMPTS:
+            reason = (
+                f"the database could not be used for {self._reserve_failures} claims in a row "
+                f"(last error: {self._last_reserve_error})"
+            )
+        if reason is None:
+            return False
+        self._unusable = reason
+        log.error("%s; giving up (exit on complete)", reason)
+        return True
 
     def _outcomes_backlogged(self) -> bool:
         """Back-pressure: while the completer has too many unwritten outcomes, claim nothing.
@@ -486,11 +546,16 @@ class Worker:
                 )
             except Exception as exc:
                 self._reserve_failures += 1
-                log.warning(
-                    "Error while reserving jobs (attempt %d): %s",
-                    self._reserve_failures,
-                    describe_error(exc),
-                )
+                self._last_reserve_error = describe_error(exc)
+                self._unusable_reason = self.backend.unusable_reason(exc)
+                if self._unusable_reason is None:
+                    log.warning(
+                        "Error while reserving jobs (attempt %d): %s",
+                        self._reserve_failures,
+                        self._last_reserve_error,
+                    )
+                elif not self._exit_when_idle:  # exiting, the loop says it once
+                    log.warning("%s (attempt %d)", self._unusable_reason, self._reserve_failures)
                 self._invalidate_conn()
                 payload["error"] = exc
                 return None

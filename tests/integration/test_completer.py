@@ -7,15 +7,14 @@ import threading
 from collections.abc import Sequence
 
 import pytest
-import sqlalchemy as sa
 
 import delayed
-from delayed.backends import Backend, backend_for
+from delayed.backends import backend_for
 from delayed.completer import Completer
 from delayed.record import Outcome
 from delayed.timeutil import utcnow
 from delayed.worker import Worker
-from tests.helpers import wait_for
+from tests.helpers import GatedBackend, wait_for
 from tests.jobs import sample_jobs
 from tests.jobs.sample_jobs import Noop, RaisesText, Sleep
 
@@ -74,23 +73,6 @@ def test_a_batch_with_refused_rows_is_written_row_by_row_with_a_fallback(db) -> 
     assert (fine["attempts"], fine["last_error"]) == (2, "E: fine ☃")
 
 
-class _GatedBackend:
-    """The real backend of a database, whose outcome writes wait until `gate` is set."""
-
-    def __init__(self, real: Backend) -> None:
-        self.backend = type(real)(real.engine, real.table)
-        self.gate = threading.Event()
-        self.calls = 0
-        write = self.backend.complete
-
-        def complete(conn: sa.Connection, outcomes: Sequence[Outcome]) -> None:
-            self.calls += 1
-            self.gate.wait(60)
-            write(conn, outcomes)
-
-        self.backend.complete = complete  # type: ignore[method-assign]
-
-
 def _claimed(db) -> int:
     """Rows a worker took: run and deleted, or locked."""
     return sum(1 for r in db.rows() if r["locked_by"]) + (20 - db.count())
@@ -98,7 +80,7 @@ def _claimed(db) -> int:
 
 def test_the_worker_claims_nothing_while_the_completer_backlog_is_full(db) -> None:
     delayed.enqueue_many([Sleep.build(0.01, f"s{i}") for i in range(20)])
-    gated = _GatedBackend(backend_for(db.engine, db.table))
+    gated = GatedBackend(backend_for(db.engine, db.table))
     worker = Worker(max_claims=2, backend=gated.backend)
     worker.max_pending_outcomes = 4
     thread = threading.Thread(target=worker.work_off, args=(20,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -10,6 +11,7 @@ import delayed
 from delayed.backends import ClaimFilter, backend_for
 from delayed.timeutil import utcnow
 from delayed.worker import Worker
+from tests.helpers import GatedBackend, wait_for
 from tests.jobs import sample_jobs
 from tests.jobs.sample_jobs import AlwaysFails, FailsDefault, Noop, QuickRetry, Remember, add
 
@@ -368,3 +370,46 @@ def test_rows_locked_by_a_lost_pickup_are_released_and_run(db) -> None:
     assert worker.work_off() == (1, 0)
     assert remembered() == ["orphan"]
     assert db.row(job_id) is None
+
+
+def test_exit_on_complete_looks_again_once_its_own_outcomes_are_written(db) -> None:
+    """An empty claim made while the worker's outcomes are unwritten does not end the run:
+    on MariaDB the completer's transaction can hide ready rows from it. The worker waits for
+    its writes, claims again, and exits only after an empty claim with nothing unwritten."""
+    delayed.enqueue_many([Remember.build(i) for i in range(3)])
+    gated = GatedBackend(backend_for(db.engine, db.table))
+    worker = Worker(max_claims=3, backend=gated.backend)
+    empty_claims: list[int] = []
+    unsubscribe = delayed.events.subscribe(
+        "delayed.worker.reserve_jobs",
+        lambda e: empty_claims.append(1) if e.payload.get("count") == 0 else None,
+    )
+    thread = threading.Thread(target=worker.run, kwargs={"exit_on_complete": True, "install_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: sorted(remembered()) == [0, 1, 2] and gated.calls >= 1 and empty_claims, timeout=30)
+        late = Remember.perform_later("late")  # ready while the first outcomes wait to be written
+    finally:
+        gated.gate.set()
+        thread.join(60)
+        unsubscribe()
+    assert not thread.is_alive()
+    assert "late" in remembered(), "claimed by the look after the writes"
+    assert db.row(late) is None and db.count() == 0
+
+
+def test_exit_on_complete_runs_every_ready_job_run_after_run(db) -> None:
+    """Many short exit-on-complete runs (the flaky MariaDB case in-process): every one of them
+    ends with no ready job left."""
+    for run in range(25):
+        ids = delayed.enqueue_many([Remember.set(queue="cli").build(i) for i in range(20)])
+        status = Worker(queues=["cli"], max_claims=3).run(exit_on_complete=True, install_signals=False)
+        assert status == 0
+        left = [i for i in ids if db.row(i) is not None]
+        assert left == [], f"run {run}: ready jobs left behind {left}"
+
+
+def test_work_off_on_a_missing_table_returns_instead_of_spinning(db) -> None:
+    worker = Worker(config=delayed.get_config().replace(table_name="missing_jobs"))
+    assert worker.run(exit_on_complete=True, install_signals=False) == 1
+    assert worker._reserve_failures == 1, "gave up at the first claim: the table is missing"

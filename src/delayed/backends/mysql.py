@@ -23,6 +23,7 @@ from .base import Backend, ClaimFilter
 log = logging.getLogger("delayed.backend")
 
 _RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock
+_MISSING = {1146: "table", 1049: "database"}  # ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR
 _CLAIM_TRIES = 5
 
 
@@ -45,6 +46,21 @@ class MySQLBackend(Backend):
 
     def connect(self) -> Connection:
         return self.engine.connect().execution_options(isolation_level="READ COMMITTED")
+
+    def outcome_connection(self) -> Connection:
+        """READ COMMITTED, so that writing outcomes never hides ready rows from a claim.
+
+        At REPEATABLE READ a DELETE or UPDATE keeps a lock on every row it reads, whether it
+        matches or not; when the optimizer scans the whole table (it does for a few ids of a
+        small table), the completer's transaction locks every ready row, a claim's SKIP
+        LOCKED skips them all and comes back empty although jobs are ready (an
+        --exit-on-complete worker then exited early). READ COMMITTED releases the rows that
+        do not match at once.
+        """
+        return self.engine.connect().execution_options(isolation_level="READ COMMITTED")
+
+    def missing(self, exc: BaseException) -> str | None:
+        return _MISSING.get(_mysql_code(exc) or 0)
 
     def supports_skip_locked(self, conn: Connection) -> bool:
         if self._skip_locked is None:

@@ -23,7 +23,12 @@ from .options import config_options, fail, load_config
 
 @click.command("work")
 @config_options("work")
-@click.option("--exit-on-complete", is_flag=True, help="Exit 0 once no job is ready.")
+@click.option(
+    "--exit-on-complete",
+    is_flag=True,
+    help="Exit 0 once no job is ready; exit 1 if the table or database is missing, or after "
+    "6 failed claims in a row.",
+)
 def work(exit_on_complete: bool, **params: Any) -> None:
     """Work off jobs until SIGTERM/SIGINT (or, with --exit-on-complete, until none is ready)."""
     config = load_config("work", params)
