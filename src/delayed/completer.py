@@ -81,6 +81,7 @@ class Completer:
         self._written = 0
         self._pending_ids: set[int] = set()
         self._stopping = threading.Event()
+        self._closed = False  # stop() queued _STOP: put() refuses what would come after it
         self._thread = threading.Thread(target=self._run, name="delayed-completer", daemon=True)
         self._conn = None
 
@@ -88,11 +89,19 @@ class Completer:
         self._thread.start()
         return self
 
-    def put(self, outcome: Outcome) -> None:
+    def put(self, outcome: Outcome) -> bool:
+        """Queue `outcome` to be written; False once `stop` has closed the queue.
+
+        An outcome refused so is never written: its row stays locked by this worker, and
+        the worker releases it with the other rows it still holds.
+        """
         with self._done:
+            if self._closed:
+                return False
             self._submitted += 1
             self._pending_ids.add(outcome.id)
-        self._queue.put(outcome)
+            self._queue.put(outcome)  # under the lock: every accepted outcome is ahead of _STOP
+        return True
 
     def pending_ids(self) -> set[int]:
         """Ids whose outcome is queued but not yet written (their rows are still locked)."""
@@ -133,7 +142,9 @@ class Completer:
         deadline = time.monotonic() + timeout
         flushed = self.flush(timeout)
         self._stopping.set()  # also cuts a back-off sleep short
-        self._queue.put(_STOP)
+        with self._done:
+            self._closed = True
+            self._queue.put(_STOP)
         self._thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         if not flushed:
             log.error(

@@ -13,8 +13,11 @@ The completer's backlog is bounded: past completer.MAX_PENDING unwritten outcome
 claims nothing until it shrinks (back-pressure; no outcome is ever dropped).
 
 SIGTERM/SIGINT: stop claiming, let running jobs finish, write every outcome, exit 0. A
-second signal stops waiting: the locks of still-running jobs are released so they run
-again elsewhere, and the process exits 1.
+second signal stops waiting for running jobs: queued outcomes are written first, then the
+locks of the jobs still running (and of those claimed but not started) are released so they
+run again elsewhere, and run() returns 1. The threads of the released jobs are daemon
+threads left running (Python cannot stop a thread): they do not keep the interpreter from
+exiting, and their outcomes are dropped; code that embeds Worker should exit soon after.
 """
 
 from __future__ import annotations
@@ -59,13 +62,20 @@ class JobThreads:
     What the worker needs of a ThreadPoolExecutor, without the Future, work item and
     semaphore it makes per job: a no-op job costs a queue put and a get. Threads are
     named `<prefix>_<n>` as the executor named them (the supervisor reports the name).
+
+    Daemon threads: a normal stop waits for them (shutdown(wait=True)), but after a forced
+    stop (a second signal) the jobs they still run have had their locks released and are
+    abandoned; they must not keep the interpreter from exiting (`abandoned` tells them to
+    drop their outcome and touch nothing of the worker).
     """
 
     def __init__(self, count: int, target: Callable[[JobRecord], None], prefix: str) -> None:
         self._queue: queue.SimpleQueue[JobRecord | None] = queue.SimpleQueue()
         self._target = target
+        self.abandoned = False
         self._threads = [
-            threading.Thread(target=self._run, name=f"{prefix}_{index}") for index in range(count)
+            threading.Thread(target=self._run, name=f"{prefix}_{index}", daemon=True)
+            for index in range(count)
         ]
         for thread in self._threads:
             thread.start()
@@ -284,26 +294,39 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._completer = Completer(self.backend, self.max_pending_outcomes).start()
         self._waiter = self.backend.waiter(self.config.listen_notify)
-        # Last: nothing after this may fail, or these (non-daemon) threads would outlive us.
-        self._pool = JobThreads(self.max_claims, self._run_one, "delayed-job")
+        # Each job thread knows its own pool and completer: after a forced stop it must not
+        # touch those of a later run of this Worker.
+        completer = self._completer
+        pool: JobThreads
+        pool = self._pool = JobThreads(
+            self.max_claims, lambda record: self._run_one(record, pool, completer), "delayed-job"
+        )
 
     def _finish(self) -> None:
+        """Stop the job threads, write every outcome, then release what is still held.
+
+        Forced (a second signal while draining): jobs not started are dropped, running ones
+        are left to their threads. Either way the completer writes (or gives up on) every
+        queued outcome first, and only then are locks released, of the rows whose outcome
+        is not queued: a finished job is never released to run again, and a job that ends
+        while the completer stops has its outcome written (or, once the completer is closed,
+        its row released). The abandoned threads then touch nothing of this worker.
+        """
         pool, completer = self._pool, self._completer
+        forced = False
         if pool is not None:
             # Drain: wait for the running jobs, but let a second signal cut the wait short.
             # (Polled through the wake pipe: a signal handler calling Event.set() while this
             # thread sat in Event.wait() on the same event could deadlock on its lock.)
             while self._busy > 0 and not self._force.is_set():
                 self._wait_for_threads(0, 0.05)
-            if self._force.is_set():
-                self._release_held()
-                pool.shutdown(wait=False, cancel=True)
-            else:
-                pool.shutdown(wait=True)
+            forced = self._busy > 0 and self._force.is_set()
+            pool.shutdown(wait=not forced, cancel=forced)
         if completer is not None:
             completer.stop()
-        if not self._force.is_set():
-            self._release_held()
+        self._release_held(exclude=completer.pending_ids() if completer is not None else set())
+        if forced and pool is not None:
+            self._abandon(pool)
         self._waiter.close()
         self._close_conn()
         for fd in (self._wake_r, self._wake_w):
@@ -326,9 +349,10 @@ class Worker:
                 describe_error(exc),
             )
 
-    def _release_held(self) -> None:
+    def _release_held(self, exclude: set[int]) -> None:
+        """Release the rows still held, except those whose outcome is queued (`exclude`)."""
         with self._lock:
-            ids = list(self._held)
+            ids = [job_id for job_id in self._held if job_id not in exclude]
         if not ids:
             return
         try:
@@ -340,6 +364,20 @@ class Worker:
                 "could not release jobs %s at exit (%s); they run again after the lock timeout",
                 ids,
                 describe_error(exc),
+            )
+
+    def _abandon(self, pool: JobThreads) -> None:
+        """After a forced stop: the jobs still running are released; forget them."""
+        with self._lock:
+            pool.abandoned = True
+            running = sorted(self._held)
+            self._busy = 0
+            self._held.clear()
+        if running:
+            log.warning(
+                "jobs %s were released while still running; their threads are abandoned (daemon "
+                "threads: they do not keep the process alive, and their outcomes are dropped)",
+                running,
             )
 
     def _close_conn(self) -> None:
@@ -598,19 +636,30 @@ class Worker:
         self._pool.submit(record)
 
     # -- one job, in its thread ------------------------------------------------------------
-    def _run_one(self, record: JobRecord) -> None:
+    def _run_one(self, record: JobRecord, pool: JobThreads, completer: Completer) -> None:
         """A job thread's turn: run the record, hand its outcome on, wake the loop if it waits."""
         outcome: Outcome | None = None
         try:
             outcome = self.executor.execute(record)
         finally:
-            if outcome is not None and self._completer is not None:
-                self._completer.put(outcome)
-            with self._lock:
-                self._busy -= 1
+            self._job_done(record, outcome, pool, completer)
+
+    def _job_done(
+        self, record: JobRecord, outcome: Outcome | None, pool: JobThreads, completer: Completer
+    ) -> None:
+        if pool.abandoned:  # released by a forced stop: the outcome is not ours to write
+            return
+        # Refused once the completer is closed (a forced stop): the row stays in _held and
+        # is released with the others.
+        accepted = outcome is not None and completer.put(outcome)
+        with self._lock:
+            if pool.abandoned:
+                return
+            self._busy -= 1
+            if accepted:
                 self._held.pop(record.id, None)
-                wake = self._busy <= self._wake_busy
-                if wake:
-                    self._wake_busy = -1  # one write per wait is enough
+            wake = self._busy <= self._wake_busy
             if wake:
-                self._wake()
+                self._wake_busy = -1  # one write per wait is enough
+        if wake:
+            self._wake()

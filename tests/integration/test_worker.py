@@ -13,7 +13,7 @@ from delayed.timeutil import utcnow
 from delayed.worker import Worker
 from tests.helpers import GatedBackend, wait_for
 from tests.jobs import sample_jobs
-from tests.jobs.sample_jobs import AlwaysFails, FailsDefault, Noop, QuickRetry, Remember, add
+from tests.jobs.sample_jobs import AlwaysFails, FailsDefault, Noop, QuickRetry, Remember, Sleep, add
 
 
 @pytest.fixture(autouse=True)
@@ -413,3 +413,57 @@ def test_work_off_on_a_missing_table_returns_instead_of_spinning(db) -> None:
     worker = Worker(config=delayed.get_config().replace(table_name="missing_jobs"))
     assert worker.run(exit_on_complete=True, install_signals=False) == 1
     assert worker._reserve_failures == 1, "gave up at the first claim: the table is missing"
+
+
+def _job_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("delayed-job")]
+
+
+def test_a_second_stop_writes_queued_outcomes_before_releasing_anything(db) -> None:
+    """Second stop while the completer holds a finished job's outcome (its writes held back)
+    and another job still runs: the finished job's outcome is written, never released; the
+    job that ends while the completer stops has its outcome written too, not released."""
+    quick = Sleep.set(priority=0).perform_later(0.05, "quick")
+    slow = Sleep.set(priority=1).perform_later(1.5, "slow")
+    gated = GatedBackend(backend_for(db.engine, db.table))
+    worker = Worker(max_claims=2, backend=gated.backend)
+    statuses: list[int] = []
+    thread = threading.Thread(target=lambda: statuses.append(worker.run(install_signals=False)))
+    thread.start()
+    try:
+        wait_for(lambda: ("sleep_end", "quick") in sample_jobs.performed and gated.calls >= 1, timeout=30)
+        worker.stop()
+        worker.stop()  # the second one: stop waiting for running jobs
+        wait_for(lambda: ("sleep_end", "slow") in sample_jobs.performed, timeout=30)
+    finally:
+        gated.gate.set()
+        thread.join(60)
+    assert statuses == [1]
+    assert db.row(quick) is None, "its queued outcome was written"
+    assert db.row(slow) is None, "it ended before the completer closed: written, not released"
+
+
+def test_a_second_stop_releases_running_jobs_and_leaves_no_thread_that_blocks_exit(db) -> None:
+    long_job = Sleep.perform_later(1.0, "long")
+    worker = Worker(max_claims=2)
+    statuses: list[int] = []
+    thread = threading.Thread(target=lambda: statuses.append(worker.run(install_signals=False)))
+    thread.start()
+    wait_for(lambda: ("sleep_start", "long") in sample_jobs.performed, timeout=30)
+    worker.stop()
+    worker.stop()
+    thread.join(30)
+    assert statuses == [1]
+    row = db.row(long_job)
+    assert (row["locked_by"], row["attempts"]) == (None, 0), "released to run again"
+    running = [t for t in _job_threads() if t.is_alive()]
+    assert running, "the released job is still running in its thread"
+    assert all(t.daemon for t in running), "abandoned job threads never keep the interpreter alive"
+    # When it ends, its outcome is dropped (the row is no longer ours) and the worker's
+    # counters are left alone: the same Worker runs again cleanly.
+    wait_for(lambda: ("sleep_end", "long") in sample_jobs.performed, timeout=30)
+    wait_for(lambda: not [t for t in running if t.is_alive()], timeout=30)
+    assert db.row(long_job)["locked_by"] is None
+    assert (worker.busy, worker.running_jobs()) == (0, [])
+    assert worker.work_off(1) == (1, 0)
+    assert db.row(long_job) is None

@@ -40,8 +40,9 @@ def work(exit_on_complete: bool, **params: Any) -> None:
     statsd.install(config)
     status = worker.run(exit_on_complete=exit_on_complete)
     if status != 0:
-        # A second signal: the running jobs' locks are released; do not wait for their
-        # threads (the interpreter would join them at exit), leave now.
+        # A second signal (the running jobs' locks are released and their daemon threads
+        # abandoned) or an unusable database: leave now, without running exit handlers while
+        # abandoned jobs may still be running.
         logging.shutdown()
         os._exit(status)
     sys.exit(status)
