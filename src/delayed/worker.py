@@ -40,7 +40,7 @@ from . import events
 from .backends import Backend, ClaimFilter, Waiter, backend_for
 from .completer import MAX_PENDING, Completer
 from .config import Config, get_config
-from .db import describe_error, engine_for
+from .db import describe_error, worker_engine_for
 from .executor import Executor
 from .priority import resolve as resolve_priority
 from .record import JobRecord, Outcome
@@ -185,8 +185,11 @@ class Worker:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            engine = engine_for(self.config.database_url)
-            self._backend = backend_for(engine, get_table(self.config.table_name))
+            # The worker's own engine, with connect and network timeouts (db.timeout_args):
+            # a database host that stops answering never blocks the loop or a SIGTERM for long.
+            config = self.config
+            engine = worker_engine_for(config.database_url, config.connect_timeout, config.network_timeout)
+            self._backend = backend_for(engine, get_table(config.table_name))
         return self._backend
 
     @property

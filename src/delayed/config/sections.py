@@ -72,6 +72,23 @@ class DelayedSettings:
         flags=("--sleep-delay",),
         commands=("work",),
     )
+    connect_timeout: float = setting(
+        10.0,
+        v.duration(positive=True),
+        "Seconds a worker waits for a new database connection (TCP connect and the server's "
+        "greeting) before the attempt counts as failed and is retried with back-off. Workers' own "
+        "connections only, not the engine your jobs get from delayed.get_engine(); a URL that sets "
+        "connect_timeout itself wins.",
+    )
+    network_timeout: float = setting(
+        30.0,
+        v.duration(positive=True),
+        "Seconds a worker's own database connection may go without an answer before it counts as "
+        "lost, so that a host that stops answering never blocks the worker (or its SIGTERM) for "
+        "minutes. MySQL/MariaDB: read and write timeout of every statement. PostgreSQL: TCP "
+        "keepalives and tcp_user_timeout (libpq has no read timeout). Not applied to "
+        "delayed.get_engine().",
+    )
     max_attempts: int = setting(
         25,
         v.integer(1),
