@@ -7,12 +7,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
+import sqlalchemy as sa
+
+from delayed.backends import Backend
+from delayed.record import Outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -107,3 +112,24 @@ def write_toml(path: Path, sections: dict[str, Any]) -> Path:
     """Write `sections` as TOML to `path` and return the path."""
     path.write_text(render_toml(sections))
     return path
+
+
+class GatedBackend:
+    """A database's real backend whose outcome writes wait until `gate` is set.
+
+    For tests that need the completer's writes held back (back-pressure, exit-on-complete,
+    a second signal while outcomes are queued): the writes are the real ones, only later.
+    """
+
+    def __init__(self, real: Backend) -> None:
+        self.backend = type(real)(real.engine, real.table)
+        self.gate = threading.Event()
+        self.calls = 0
+        write = self.backend.complete
+
+        def complete(conn: sa.Connection, outcomes: Sequence[Outcome]) -> None:
+            self.calls += 1
+            self.gate.wait(60)
+            write(conn, outcomes)
+
+        self.backend.complete = complete  # type: ignore[method-assign]

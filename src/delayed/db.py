@@ -7,6 +7,7 @@ finds a parent's engine drops it (without closing the parent's sockets) and make
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 import threading
@@ -93,6 +94,39 @@ def _pg_checkout_check(dbapi_connection: Any, _record: Any, _proxy: Any) -> None
             raise sa.exc.DisconnectionError(f"pooled connection lost: {exc}") from exc
 
 
+def timeout_args(url: str | URL, connect_timeout: float, network_timeout: float) -> dict[str, Any]:
+    """Driver connect arguments that bound every wait on the database (the workers' engine).
+
+    PostgreSQL (libpq): connect_timeout for the connection, and since libpq has no read
+    timeout, TCP keepalives (a silent peer is dropped after about network_timeout) and
+    tcp_user_timeout (data the peer never acknowledges fails the connection after
+    network_timeout). MySQL/MariaDB: connect_timeout, and read and write timeouts on every
+    statement (PyMySQL's read timeout also covers the server's greeting: without it a host
+    that accepts and never answers blocked the connect for ever). SQLite: nothing (its busy
+    timeout is set for every engine). A key the URL's query sets is left to the URL.
+    """
+    parsed = normalize_url(url)
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    args: dict[str, Any] = {}
+    if backend == "postgresql" and driver in ("psycopg", "psycopg2"):
+        args = {
+            "connect_timeout": max(2, math.ceil(connect_timeout)),  # libpq: whole seconds, at least 2
+            "keepalives": 1,
+            "keepalives_idle": max(1, math.ceil(network_timeout / 3)),
+            "keepalives_interval": max(1, math.ceil(network_timeout / 6)),
+            "keepalives_count": 3,
+            "tcp_user_timeout": max(1, int(network_timeout * 1000)),
+        }
+    elif backend == "mysql" and driver in ("pymysql", "mysqldb"):
+        whole = driver == "mysqldb"  # mysqlclient takes whole seconds
+        args = {
+            "connect_timeout": math.ceil(connect_timeout) if whole else connect_timeout,
+            "read_timeout": math.ceil(network_timeout) if whole else network_timeout,
+            "write_timeout": math.ceil(network_timeout) if whole else network_timeout,
+        }
+    return {key: value for key, value in args.items() if key not in parsed.query}
+
+
 def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     """A new engine for `url` with our drivers and per-dialect connection settings."""
     parsed = normalize_url(url)
@@ -141,17 +175,44 @@ def engine_for(url: str) -> Engine:
     the child makes its own.
     """
     with _engines.lock:
-        if _engines.pid != os.getpid():
-            for engine in _engines.by_url.values():
-                engine.dispose(close=False)
-            _engines.by_url.clear()
-            _engines.pid = os.getpid()
+        _forget_after_fork()
         engine = _engines.by_url.get(url)
         if engine is None:
-            if len(_engines.by_url) >= _engines.LIMIT:
-                oldest = next(iter(_engines.by_url))
-                _engines.by_url.pop(oldest).dispose()  # checked-out connections live on
+            _make_room()
             engine = _engines.by_url[url] = create_engine(url)
+        return engine
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: drop the parent's engines without touching their sockets (lock held)."""
+    if _engines.pid != os.getpid():
+        for engine in _engines.by_url.values():
+            engine.dispose(close=False)
+        _engines.by_url.clear()
+        _engines.pid = os.getpid()
+
+
+def _make_room() -> None:
+    """Dispose of the oldest engine past the limit (lock held)."""
+    if len(_engines.by_url) >= _engines.LIMIT:
+        oldest = next(iter(_engines.by_url))
+        _engines.by_url.pop(oldest).dispose()  # checked-out connections live on
+
+
+def worker_engine_for(url: str, connect_timeout: float, network_timeout: float) -> Engine:
+    """This process's engine for a worker's own connections (claims, outcomes, releases, LISTEN).
+
+    Separate from `engine_for(url)`, which jobs share through delayed.get_engine(): its
+    timeouts (see timeout_args) would cut a job's own long statements short.
+    """
+    key = f"{url}\x00worker {connect_timeout} {network_timeout}"
+    with _engines.lock:
+        _forget_after_fork()
+        engine = _engines.by_url.get(key)
+        if engine is None:
+            _make_room()
+            args = timeout_args(url, connect_timeout, network_timeout)
+            engine = _engines.by_url[key] = create_engine(url, **({"connect_args": args} if args else {}))
         return engine
 
 

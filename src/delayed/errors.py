@@ -11,6 +11,10 @@ class ConfigError(DelayedError):
     """A setting is unknown or has a bad value; the message names the file and the key."""
 
 
+class JobDefinitionError(DelayedError, TypeError):
+    """A job class that cannot be registered as written (async perform, a name already taken)."""
+
+
 class SerializationError(DelayedError, TypeError):
     """A job argument cannot be stored as JSON; the message names the argument."""
 

@@ -11,6 +11,7 @@ completer writes the outcomes.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -34,6 +35,24 @@ log = logging.getLogger("delayed.worker")
 perform_wrappers: list[Callable[[JobRecord, Job], AbstractContextManager[Any]]] = []
 
 JobHook = Callable[[JobRecord, float], None]
+
+
+def ran(result: Any) -> None:
+    """Raise when perform's return shows its work did not run: an un-awaited coroutine.
+
+    Job.__init_subclass__ refuses an `async def` perform (delayed.job.check_perform); this
+    catches one that got past it (a plain def returning a coroutine, a perform assigned
+    later). The coroutine is closed, never awaited, and the attempt counts as a failure: a
+    row is deleted only when its perform ran to completion.
+    """
+    if inspect.iscoroutine(result):
+        result.close()  # never awaited: no "coroutine was never awaited" warning either
+    elif not (inspect.isawaitable(result) or inspect.isasyncgen(result)):
+        return
+    raise TypeError(
+        f"perform returned {result!r} instead of doing the job: async jobs are not supported "
+        "yet, and it was never awaited"
+    )
 
 
 class Executor:
@@ -103,9 +122,9 @@ class Executor:
                     for wrapper in perform_wrappers:
                         stack.enter_context(wrapper(record, job))
                     with events.instrument("delayed.job.run", **self.tags(record)):
-                        job.perform(*payload.get("args", ()), **payload.get("kwargs", {}))
+                        ran(job.perform(*payload.get("args", ()), **payload.get("kwargs", {})))
             else:  # nothing observes this run: no context managers, no payload dict
-                job.perform(*payload.get("args", ()), **payload.get("kwargs", {}))
+                ran(job.perform(*payload.get("args", ()), **payload.get("kwargs", {})))
         except BaseException as exc:
             return self._erroring(record, job, exc)
         finally:

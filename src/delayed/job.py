@@ -8,6 +8,7 @@ handler names. `perform_later`, `set(...)` and `build` hand over to delayed.enqu
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from .enqueue import (
     enqueue_many,
     merge_options,
 )
+from .errors import JobDefinitionError
 from .priority import resolve as resolve_priority
 from .record import JobRecord
 from .registry import register
@@ -37,7 +39,9 @@ class Job:
     """Subclass and define `perform`. Class attributes set the defaults of every enqueue.
 
     `class SendEmail(delayed.Job, name="emails.send")` registers under an explicit name, which
-    survives renaming the module; without it the name is `module.QualName`.
+    survives renaming the module; without it the name is `module.QualName`. A name belongs to
+    one class: a second class under it is refused (JobDefinitionError); the same class defined
+    again (a module reload) replaces the first.
     During `perform`, `self.record` is the row (id, attempts, queue, ...).
     """
 
@@ -59,9 +63,11 @@ class Job:
         if abstract:
             cls.job_name = ""
             return
-        cls.job_name = name or f"{_module_name(cls)}.{cls.__qualname__}"
+        origin = f"{_module_name(cls)}.{cls.__qualname__}"
+        cls.job_name = name or origin
+        check_perform(cls.perform, f"{cls.__qualname__}.perform")
         _validate_class(cls)
-        register(cls.job_name, cls)
+        register(cls.job_name, cls, origin)
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__} must define perform()")
@@ -110,6 +116,27 @@ def _module_name(cls: type) -> str:
     return Path(filename).stem if filename else module
 
 
+def check_perform(perform: Callable[..., Any], where: str) -> None:
+    """Refuse a perform whose body a worker would never run.
+
+    Workers call perform and take its return as the end of the job: an `async def` perform
+    would return an un-awaited coroutine (the job deleted as a success without having run),
+    a generator function a generator that never started. Async jobs are not supported yet;
+    when they are (a later issue), this is the one check to lift. The executor refuses a
+    coroutine returned at run time as well (delayed.executor), whatever got it past here.
+    """
+    if inspect.iscoroutinefunction(perform) or inspect.isasyncgenfunction(perform):
+        raise JobDefinitionError(
+            f"{where} is `async def`: async jobs are not supported yet. Make it a plain `def` "
+            "(it may run a coroutine with asyncio.run(...))"
+        )
+    if inspect.isgeneratorfunction(perform):
+        raise JobDefinitionError(
+            f"{where} is a generator function (it yields): a worker would never run its body. "
+            "Make it a plain function that does the work when called"
+        )
+
+
 def _validate_class(cls: type[Job]) -> None:
     if cls.priority is not None and not isinstance(cls.priority, int):
         resolve_priority(cls.priority, get_config().priority_names)
@@ -131,6 +158,8 @@ def job(
     """Turn a function into a Job class: `@delayed.job(queue="mail")` then `f.perform_later(...)`."""
 
     def wrap(func: Callable[..., Any]) -> type[Job]:
+        check_perform(func, f"@delayed.job function {func.__qualname__}")
+
         def perform(self: Job, *args: Any, **kwargs: Any) -> Any:
             return func(*args, **kwargs)
 

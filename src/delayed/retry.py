@@ -7,6 +7,7 @@ when a job has failed for good in exactly the same way.
 
 from __future__ import annotations
 
+import re
 import traceback
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -25,11 +26,59 @@ def backoff(now: datetime, attempts: int) -> datetime:
     return now + timedelta(seconds=attempts**4 + 5)
 
 
+# The longest last_error kept, in characters. Long enough for the message and ~100 frames of
+# traceback (a frame is two lines, ~150 characters); short enough that a row stays cheap to
+# send in a batch of outcomes, to store on every retry and to read in `delayed jobs show`,
+# and (4 bytes a character at most) under 64 KiB even if a column were a MySQL TEXT.
+LAST_ERROR_LIMIT = 16_000
+# The first line (`Class: message`) keeps at most this much of the budget; the rest goes to
+# the traceback's tail, where the innermost frames and the exception line are.
+LAST_ERROR_HEAD_LIMIT = 1_000
+# NUL (PostgreSQL refuses it in text) and lone surrogates (no UTF-8 encoding: the drivers of
+# PostgreSQL, MySQL and SQLite refuse them), e.g. from bytes decoded with surrogateescape.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def format_error(exc: BaseException) -> str:
-    """`Class: message` then the traceback: what last_error holds."""
-    head = f"{type(exc).__qualname__}: {exc}"
+    """`Class: message` then the traceback: what last_error holds, always storable.
+
+    Every last_error is made here, so this is where it is made safe for every database: see
+    `clean_error`. Never raises, even for an exception whose __str__ does.
+    """
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<{type(exc).__name__}.__str__ failed>"
+    head = f"{type(exc).__qualname__}: {message}"
     body = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return f"{head}\n{body}"
+    return clean_error(f"{head}\n{body}")
+
+
+def clean_error(text: str, limit: int = LAST_ERROR_LIMIT) -> str:
+    """`text` with NUL and lone surrogates escaped (`\\x00`, `\\udcff`), cut to `limit` characters.
+
+    A cut keeps the first line (up to LAST_ERROR_HEAD_LIMIT) and the end of the rest, where a
+    traceback names the innermost frame and the exception, with a marker saying how much
+    went. Without this one bad message made its whole batch of outcomes fail for ever.
+    """
+    text = _UNSTORABLE.sub(_escape, text)
+    if len(text) <= limit:
+        return text
+    whole_first, _, rest = text.partition("\n")
+    first = whole_first[: min(LAST_ERROR_HEAD_LIMIT, limit // 2)]
+    marker = "\n[... {} characters cut ...]\n"
+    budget = max(limit - len(first) - len(marker.format(len(text))), 0)
+    tail = rest[len(rest) - budget :] if budget else ""
+    newline = tail.find("\n", 0, 200)
+    if 0 <= newline < len(tail) - 1:
+        tail = tail[newline + 1 :]  # start at a whole line when one starts near the cut
+    cut = len(whole_first) - len(first) + len(rest) - len(tail)
+    return first + marker.format(cut) + tail
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\x00" if char == "\x00" else f"\\u{ord(char):04x}"
 
 
 def job_max_run_time(job_class: type[Job] | None, config: Config) -> float:

@@ -9,9 +9,15 @@ Each job thread decodes the handler, finds the registered class, runs `perform`,
 the result into an Outcome (delete / retry with back-off / fail) for the completer, which
 writes outcomes in batches. A row is deleted only after its job ran.
 
+The completer's backlog is bounded: past completer.MAX_PENDING unwritten outcomes the loop
+claims nothing until it shrinks (back-pressure; no outcome is ever dropped).
+
 SIGTERM/SIGINT: stop claiming, let running jobs finish, write every outcome, exit 0. A
-second signal stops waiting: the locks of still-running jobs are released so they run
-again elsewhere, and the process exits 1.
+second signal stops waiting for running jobs: queued outcomes are written first, then the
+locks of the jobs still running (and of those claimed but not started) are released so they
+run again elsewhere, and run() returns 1. The threads of the released jobs are daemon
+threads left running (Python cannot stop a thread): they do not keep the interpreter from
+exiting, and their outcomes are dropped; code that embeds Worker should exit soon after.
 """
 
 from __future__ import annotations
@@ -34,9 +40,9 @@ import sqlalchemy as sa
 
 from . import events
 from .backends import Backend, ClaimFilter, Waiter, backend_for
-from .completer import Completer
+from .completer import MAX_PENDING, Completer
 from .config import Config, get_config
-from .db import describe_error, engine_for
+from .db import describe_error, worker_engine_for
 from .executor import Executor
 from .priority import resolve as resolve_priority
 from .record import JobRecord, Outcome
@@ -46,6 +52,10 @@ log = logging.getLogger("delayed.worker")
 
 LOCKED_BY_LENGTH = 255  # the locked_by column (schema.py)
 GATHER = 0.002  # seconds a backlogged worker waits for more free threads before a claim
+# Failed claims in a row (with the usual back-off: ~15 s in all) after which a worker that
+# exits when idle gives up on a database that fails for a reason other than a missing table
+# or database (those end it at the first claim).
+EXIT_ON_COMPLETE_ATTEMPTS = 6
 _STOP_THREAD = None  # what a job thread takes from its queue to end
 
 
@@ -55,13 +65,20 @@ class JobThreads:
     What the worker needs of a ThreadPoolExecutor, without the Future, work item and
     semaphore it makes per job: a no-op job costs a queue put and a get. Threads are
     named `<prefix>_<n>` as the executor named them (the supervisor reports the name).
+
+    Daemon threads: a normal stop waits for them (shutdown(wait=True)), but after a forced
+    stop (a second signal) the jobs they still run have had their locks released and are
+    abandoned; they must not keep the interpreter from exiting (`abandoned` tells them to
+    drop their outcome and touch nothing of the worker).
     """
 
     def __init__(self, count: int, target: Callable[[JobRecord], None], prefix: str) -> None:
         self._queue: queue.SimpleQueue[JobRecord | None] = queue.SimpleQueue()
         self._target = target
+        self.abandoned = False
         self._threads = [
-            threading.Thread(target=self._run, name=f"{prefix}_{index}") for index in range(count)
+            threading.Thread(target=self._run, name=f"{prefix}_{index}", daemon=True)
+            for index in range(count)
         ]
         for thread in self._threads:
             thread.start()
@@ -109,6 +126,9 @@ def default_worker_name() -> str:
 
 class Worker:
     """Works off jobs: `Worker(...).run()` until stopped, or `.work_off(n)` in tests."""
+
+    # Unwritten outcomes past which claiming pauses (see Completer.full).
+    max_pending_outcomes: int = MAX_PENDING
 
     def __init__(
         self,
@@ -164,6 +184,11 @@ class Worker:
         self._completer: Completer | None = None
         self._conn: sa.Connection | None = None
         self._reserve_failures = 0
+        self._last_reserve_error = ""
+        self._unusable_reason: str | None = None  # the last failed claim's table/database is missing
+        self._unusable: str | None = None  # why an exiting-when-idle run gave up (exit status 1)
+        self._exit_when_idle = False
+        self._backlogged = False  # claiming paused until the completer's backlog shrinks
         self._waiter: Waiter = Waiter()
 
     # -- identity --------------------------------------------------------------------------
@@ -176,8 +201,11 @@ class Worker:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            engine = engine_for(self.config.database_url)
-            self._backend = backend_for(engine, get_table(self.config.table_name))
+            # The worker's own engine, with connect and network timeouts (db.timeout_args):
+            # a database host that stops answering never blocks the loop or a SIGTERM for long.
+            config = self.config
+            engine = worker_engine_for(config.database_url, config.connect_timeout, config.network_timeout)
+            self._backend = backend_for(engine, get_table(config.table_name))
         return self._backend
 
     @property
@@ -218,7 +246,11 @@ class Worker:
         return self.succeeded - before[0], self.failed - before[1]
 
     def run(self, exit_on_complete: bool = False, install_signals: bool = True) -> int:
-        """Work until stopped (or, with exit_on_complete, until nothing is ready); exit status."""
+        """Work until stopped (or, with exit_on_complete, until nothing is ready); exit status.
+
+        0 when stopped or done; 1 after a second stop (running jobs released) or when, with
+        exit_on_complete, the database is not usable (see `_give_up`).
+        """
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
@@ -248,13 +280,14 @@ class Worker:
             total / elapsed,
             self.failed,
         )
-        status = 1 if self._force else 0
+        status = 1 if self._force or self._unusable else 0
         self._reset()
         return status
 
     def _reset(self) -> None:
         """Ready for another run: clear the stop flags of the one that ended."""
         self._stop = self._force = False
+        self._unusable = None
 
     def stop(self) -> None:
         """Ask the loop to stop claiming and drain; a second call forces (releases running jobs).
@@ -301,13 +334,28 @@ class Worker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._completer = Completer(self.backend).start()
+        self._completer = Completer(self.backend, self.max_pending_outcomes).start()
         self._waiter = self.backend.waiter(self.config.listen_notify)
-        # Last: nothing after this may fail, or these (non-daemon) threads would outlive us.
-        self._pool = JobThreads(self.max_claims, self._run_one, "delayed-job")
+        # Each job thread knows its own pool and completer: after a forced stop it must not
+        # touch those of a later run of this Worker.
+        completer = self._completer
+        pool: JobThreads
+        pool = self._pool = JobThreads(
+            self.max_claims, lambda record: self._run_one(record, pool, completer), "delayed-job"
+        )
 
     def _finish(self) -> None:
+        """Stop the job threads, write every outcome, then release what is still held.
+
+        Forced (a second signal while draining): jobs not started are dropped, running ones
+        are left to their threads. Either way the completer writes (or gives up on) every
+        queued outcome first, and only then are locks released, of the rows whose outcome
+        is not queued: a finished job is never released to run again, and a job that ends
+        while the completer stops has its outcome written (or, once the completer is closed,
+        its row released). The abandoned threads then touch nothing of this worker.
+        """
         pool, completer = self._pool, self._completer
+        forced = False
         if pool is not None:
             # Drain: wait for the running jobs, but let a second signal cut the wait short.
             # (Polled through the wake pipe: a signal handler calling Event.set() while this
@@ -316,16 +364,13 @@ class Worker:
                 self._log_signals()
                 self._wait_for_threads(0, 0.05)
             self._log_signals()
-            if self._force:
-                self._release_held()
-                pool.shutdown(wait=False, cancel=True)
-            else:
-                pool.shutdown(wait=True)
-        self._log_signals()
+            forced = self._busy > 0 and self._force
+            pool.shutdown(wait=not forced, cancel=forced)
         if completer is not None:
             completer.stop()
-        if not self._force:
-            self._release_held()
+        self._release_held(exclude=completer.pending_ids() if completer is not None else set())
+        if forced and pool is not None:
+            self._abandon(pool)
         self._waiter.close()
         self._close_conn()
         fds = (self._wake_r, self._wake_w)
@@ -349,9 +394,10 @@ class Worker:
                 describe_error(exc),
             )
 
-    def _release_held(self) -> None:
+    def _release_held(self, exclude: set[int]) -> None:
+        """Release the rows still held, except those whose outcome is queued (`exclude`)."""
         with self._lock:
-            ids = list(self._held)
+            ids = [job_id for job_id in self._held if job_id not in exclude]
         if not ids:
             return
         try:
@@ -363,6 +409,20 @@ class Worker:
                 "could not release jobs %s at exit (%s); they run again after the lock timeout",
                 ids,
                 describe_error(exc),
+            )
+
+    def _abandon(self, pool: JobThreads) -> None:
+        """After a forced stop: the jobs still running are released; forget them."""
+        with self._lock:
+            pool.abandoned = True
+            running = sorted(self._held)
+            self._busy = 0
+            self._held.clear()
+        if running:
+            log.warning(
+                "jobs %s were released while still running; their threads are abandoned (daemon "
+                "threads: they do not keep the process alive, and their outcomes are dropped)",
+                running,
             )
 
     def _close_conn(self) -> None:
@@ -390,7 +450,9 @@ class Worker:
     def _loop(self, limit: int | None, exit_when_idle: bool) -> None:
         claimed = 0
         maybe_more = True  # the last claim was full, so more jobs may be ready
+        failing = False  # the last claim failed: wait out the back-off, whatever else happens
         next_poll = 0.0
+        self._exit_when_idle = exit_when_idle
         gather_until: float | None = None  # while gathering free threads for one claim
         half = (self.max_claims + 1) // 2
         while not self._stop:
@@ -411,8 +473,14 @@ class Worker:
                         self._wait_for_threads(self.max_claims - half, gather_until - now)
                         continue
                 gather_until = None
+                if self._outcomes_backlogged():
+                    continue
+                settled = self._settled()
                 jobs = self._reserve(free)
+                failing = jobs is None
                 if jobs is None:  # the database failed; back off
+                    if exit_when_idle and self._give_up():
+                        return
                     maybe_more = False
                     next_poll = now + min(0.5 * 2 ** min(self._reserve_failures, 6), 30.0)
                 elif jobs and self._stop:
@@ -423,8 +491,15 @@ class Worker:
                         self._submit(record)
                     maybe_more = len(jobs) == free
                     if not maybe_more:
-                        if exit_when_idle and self._busy == 0:
-                            return
+                        if exit_when_idle and not jobs and self._busy == 0:
+                            if settled:
+                                return  # nothing ready, nothing running, nothing unwritten
+                            # Our own unwritten outcomes may have hidden ready rows from this
+                            # claim (MySQL: locks of the completer's transaction); once they
+                            # are written, look again.
+                            self._wait_for_outcomes()
+                            next_poll = 0.0
+                            continue
                         next_poll = now + self.config.sleep_delay
                     continue
             # Full (maybe_more): wait for a thread to free up. Otherwise: until the next poll,
@@ -436,6 +511,8 @@ class Worker:
                 wake_busy = 0
             elif maybe_more:
                 wake_busy = self.max_claims - 1
+            elif failing:
+                wake_busy = -1  # backing off: jobs ending do not end the wait
             else:
                 wake_busy = 0 if exit_when_idle else -1
             if timeout > 0:
@@ -445,8 +522,62 @@ class Worker:
                     continue
                 notified = self._waiter.wait(timeout, self._wake_r)
                 self._disarm_wake()
-                if notified or (exit_when_idle and self._busy == 0):
+                if notified or (exit_when_idle and self._busy == 0 and not failing):
                     next_poll = 0.0
+
+    def _settled(self) -> bool:
+        """No job running and no outcome unwritten: no lock of ours can hide a ready row."""
+        completer = self._completer
+        return self._busy == 0 and (completer is None or completer.pending == 0)
+
+    def _wait_for_outcomes(self, timeout: float = 1.0) -> None:
+        """Wait (at most `timeout`, a stop ends it sooner) for the completer to write everything."""
+        completer = self._completer
+        deadline = time.monotonic() + timeout
+        while completer is not None and not self._stop and time.monotonic() < deadline:
+            if completer.flush(0.05):
+                return
+
+    def _give_up(self) -> bool:
+        """Exiting when idle: is the database clearly unusable (then say why, once)?
+
+        A missing table or database is clear at once. Anything else (refused or lost
+        connections, timeouts) gets EXIT_ON_COMPLETE_ATTEMPTS claims with the usual back-off
+        between them first, since it may pass.
+        """
+        reason = self._unusable_reason
+        if reason is None and self._reserve_failures >= EXIT_ON_COMPLETE_ATTEMPTS:
+            reason = (
+                f"the database could not be used for {self._reserve_failures} claims in a row "
+                f"(last error: {self._last_reserve_error})"
+            )
+        if reason is None:
+            return False
+        self._unusable = reason
+        log.error("%s; giving up (exit on complete)", reason)
+        return True
+
+    def _outcomes_backlogged(self) -> bool:
+        """Back-pressure: while the completer has too many unwritten outcomes, claim nothing.
+
+        Each unwritten outcome is a locked row whose job already ran; claiming more while the
+        completer cannot keep up (or cannot write at all) would only grow what a crash makes
+        run again. Waits a moment for room (the loop then checks for a stop) and says so once.
+        """
+        completer = self._completer
+        if completer is None or not completer.full:
+            if self._backlogged:
+                self._backlogged = False
+                log.info("job outcomes are being written again; claiming resumes")
+            return False
+        if not self._backlogged:
+            self._backlogged = True
+            log.warning(
+                "%d job outcome(s) wait to be written; claiming no more jobs until they are",
+                completer.pending,
+            )
+        completer.wait_for_room(0.1)
+        return True
 
     def _arm_wake(self, wake_busy: int) -> bool:
         """Ask job threads to wake the loop once at most `wake_busy` are busy.
@@ -498,11 +629,16 @@ class Worker:
                 )
             except Exception as exc:
                 self._reserve_failures += 1
-                log.warning(
-                    "Error while reserving jobs (attempt %d): %s",
-                    self._reserve_failures,
-                    describe_error(exc),
-                )
+                self._last_reserve_error = describe_error(exc)
+                self._unusable_reason = self.backend.unusable_reason(exc)
+                if self._unusable_reason is None:
+                    log.warning(
+                        "Error while reserving jobs (attempt %d): %s",
+                        self._reserve_failures,
+                        self._last_reserve_error,
+                    )
+                elif not self._exit_when_idle:  # exiting, the loop says it once
+                    log.warning("%s (attempt %d)", self._unusable_reason, self._reserve_failures)
                 self._invalidate_conn()
                 payload["error"] = exc
                 return None
@@ -545,19 +681,30 @@ class Worker:
         self._pool.submit(record)
 
     # -- one job, in its thread ------------------------------------------------------------
-    def _run_one(self, record: JobRecord) -> None:
+    def _run_one(self, record: JobRecord, pool: JobThreads, completer: Completer) -> None:
         """A job thread's turn: run the record, hand its outcome on, wake the loop if it waits."""
         outcome: Outcome | None = None
         try:
             outcome = self.executor.execute(record)
         finally:
-            if outcome is not None and self._completer is not None:
-                self._completer.put(outcome)
-            with self._lock:
-                self._busy -= 1
+            self._job_done(record, outcome, pool, completer)
+
+    def _job_done(
+        self, record: JobRecord, outcome: Outcome | None, pool: JobThreads, completer: Completer
+    ) -> None:
+        if pool.abandoned:  # released by a forced stop: the outcome is not ours to write
+            return
+        # Refused once the completer is closed (a forced stop): the row stays in _held and
+        # is released with the others.
+        accepted = outcome is not None and completer.put(outcome)
+        with self._lock:
+            if pool.abandoned:
+                return
+            self._busy -= 1
+            if accepted:
                 self._held.pop(record.id, None)
-                wake = self._busy <= self._wake_busy
-                if wake:
-                    self._wake_busy = -1  # one write per wait is enough
+            wake = self._busy <= self._wake_busy
             if wake:
-                self._wake()
+                self._wake_busy = -1  # one write per wait is enough
+        if wake:
+            self._wake()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from delayed import schema
@@ -120,3 +121,50 @@ def test_readme_quick_start(tmp_path) -> None:
     assert "Sending the welcome email to user 42" in work.stdout
     assert "Building the report for 2026-11-23" in work.stdout
     assert "3 jobs processed" in work.stderr and ", 0 failed" in work.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "file", "expected"),
+    [
+        (
+            ["--min-priority", "reporting", "--max-priority", "interactive"],
+            {},
+            None,
+            ["min_priority 'reporting' (= 30, from the command line)", "max_priority 'interactive' (= 0"],
+        ),
+        (
+            [],
+            {"MIN_PRIORITY": "20", "MAX_PRIORITY": "10"},
+            None,
+            ["environment variable MIN_PRIORITY", "MAX_PRIORITY"],
+        ),
+        (
+            [],
+            {},
+            '[delayed]\nmin_priority = "eventual"\nmax_priority = 0\n',
+            ["'eventual' (= 20", "max_priority 0"],
+        ),
+    ],
+)
+def test_work_refuses_an_inverted_priority_range_with_exit_2(
+    tmp_path, flags: list[str], env: dict[str, str], file: str | None, expected: list[str]
+) -> None:
+    args = ["work", "--exit-on-complete", "--database-url", f"sqlite:///{tmp_path / 'x.sqlite3'}", *flags]
+    if file is not None:
+        (tmp_path / "delayed.toml").write_text(file)
+        args += ["-c", str(tmp_path / "delayed.toml")]
+    result = run_delayed(*args, env=subprocess_env(**env), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "is above max_priority" in result.stderr and "no job could ever be picked up" in result.stderr
+    for text in expected:
+        assert text in result.stderr
+    assert "Traceback" not in result.stderr and "Starting worker" not in result.stderr
+
+
+def test_supervise_check_refuses_an_inverted_pool_range_with_exit_2(tmp_path) -> None:
+    path = tmp_path / "delayed.toml"
+    path.write_text('[[pool]]\nname = "urgent"\nmin_priority = "reporting"\nmax_priority = "interactive"\n')
+    result = run_delayed("supervise", "-c", str(path), "--check", env=subprocess_env(), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "[[pool]] #1 (urgent) min_priority 'reporting' (= 30" in result.stderr
+    assert "max_priority 'interactive' (= 0" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -179,3 +180,47 @@ def test_second_sigterm_releases_running_jobs_and_exits_1_at_once(db, tmp_path: 
     rows = db.rows()
     assert [r["id"] for r in rows] == ids
     assert all(r["locked_by"] is None and r["attempts"] == 0 for r in rows), "released to run again"
+
+
+EMBEDDED = """
+import logging
+import sys
+
+import sample_jobs  # noqa: F401 - registers the jobs
+from delayed.worker import Worker
+
+logging.basicConfig(level=logging.INFO)
+status = Worker(max_claims=2).run()
+print(f"run() returned {status}", flush=True)
+sys.exit(status)
+"""
+
+
+def test_code_that_embeds_worker_exits_after_a_second_sigterm_without_waiting_for_jobs(
+    db, tmp_path: Path
+) -> None:
+    """Worker.run() in a user's script: after a second SIGTERM run() returns 1, the running
+    job is released, and the interpreter exits although the job's thread still runs (a daemon
+    thread): before, it waited for the 120 s job."""
+    job_id = Sleep.perform_later(120.0, "embedded")
+    script = tmp_path / "embedded.py"
+    script.write_text(EMBEDDED)
+    log = tmp_path / "embedded.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)], env=subprocess_env(db.url), stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: db.row(job_id)["locked_by"], timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "SIGTERM received" in log.read_text(), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)  # far less than the job's 120 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert code == 1, text
+    assert "run() returned 1" in text
+    row = db.row(job_id)
+    assert (row["locked_by"], row["attempts"]) == (None, 0), "released to run again"

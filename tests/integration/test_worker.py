@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -10,8 +11,9 @@ import delayed
 from delayed.backends import ClaimFilter, backend_for
 from delayed.timeutil import utcnow
 from delayed.worker import Worker
+from tests.helpers import GatedBackend, wait_for
 from tests.jobs import sample_jobs
-from tests.jobs.sample_jobs import AlwaysFails, FailsDefault, Noop, QuickRetry, Remember, add
+from tests.jobs.sample_jobs import AlwaysFails, FailsDefault, Noop, QuickRetry, Remember, Sleep, add
 
 
 @pytest.fixture(autouse=True)
@@ -380,3 +382,100 @@ def test_claims_are_not_durable_unless_durable_claims(pg) -> None:
         finally:
             conn.invalidate()
             conn.close()
+
+
+def test_exit_on_complete_looks_again_once_its_own_outcomes_are_written(db) -> None:
+    """An empty claim made while the worker's outcomes are unwritten does not end the run:
+    on MariaDB the completer's transaction can hide ready rows from it. The worker waits for
+    its writes, claims again, and exits only after an empty claim with nothing unwritten."""
+    delayed.enqueue_many([Remember.build(i) for i in range(3)])
+    gated = GatedBackend(backend_for(db.engine, db.table))
+    worker = Worker(max_claims=3, backend=gated.backend)
+    empty_claims: list[int] = []
+    unsubscribe = delayed.events.subscribe(
+        "delayed.worker.reserve_jobs",
+        lambda e: empty_claims.append(1) if e.payload.get("count") == 0 else None,
+    )
+    thread = threading.Thread(target=worker.run, kwargs={"exit_on_complete": True, "install_signals": False})
+    thread.start()
+    try:
+        wait_for(lambda: sorted(remembered()) == [0, 1, 2] and gated.calls >= 1 and empty_claims, timeout=30)
+        late = Remember.perform_later("late")  # ready while the first outcomes wait to be written
+    finally:
+        gated.gate.set()
+        thread.join(60)
+        unsubscribe()
+    assert not thread.is_alive()
+    assert "late" in remembered(), "claimed by the look after the writes"
+    assert db.row(late) is None and db.count() == 0
+
+
+def test_exit_on_complete_runs_every_ready_job_run_after_run(db) -> None:
+    """Many short exit-on-complete runs (the flaky MariaDB case in-process): every one of them
+    ends with no ready job left."""
+    for run in range(25):
+        ids = delayed.enqueue_many([Remember.set(queue="cli").build(i) for i in range(20)])
+        status = Worker(queues=["cli"], max_claims=3).run(exit_on_complete=True, install_signals=False)
+        assert status == 0
+        left = [i for i in ids if db.row(i) is not None]
+        assert left == [], f"run {run}: ready jobs left behind {left}"
+
+
+def test_work_off_on_a_missing_table_returns_instead_of_spinning(db) -> None:
+    worker = Worker(config=delayed.get_config().replace(table_name="missing_jobs"))
+    assert worker.run(exit_on_complete=True, install_signals=False) == 1
+    assert worker._reserve_failures == 1, "gave up at the first claim: the table is missing"
+
+
+def _job_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("delayed-job")]
+
+
+def test_a_second_stop_writes_queued_outcomes_before_releasing_anything(db) -> None:
+    """Second stop while the completer holds a finished job's outcome (its writes held back)
+    and another job still runs: the finished job's outcome is written, never released; the
+    job that ends while the completer stops has its outcome written too, not released."""
+    quick = Sleep.set(priority=0).perform_later(0.05, "quick")
+    slow = Sleep.set(priority=1).perform_later(1.5, "slow")
+    gated = GatedBackend(backend_for(db.engine, db.table))
+    worker = Worker(max_claims=2, backend=gated.backend)
+    statuses: list[int] = []
+    thread = threading.Thread(target=lambda: statuses.append(worker.run(install_signals=False)))
+    thread.start()
+    try:
+        wait_for(lambda: ("sleep_end", "quick") in sample_jobs.performed and gated.calls >= 1, timeout=30)
+        worker.stop()
+        worker.stop()  # the second one: stop waiting for running jobs
+        wait_for(lambda: ("sleep_end", "slow") in sample_jobs.performed, timeout=30)
+    finally:
+        gated.gate.set()
+        thread.join(60)
+    assert statuses == [1]
+    assert db.row(quick) is None, "its queued outcome was written"
+    assert db.row(slow) is None, "it ended before the completer closed: written, not released"
+
+
+def test_a_second_stop_releases_running_jobs_and_leaves_no_thread_that_blocks_exit(db) -> None:
+    long_job = Sleep.perform_later(1.0, "long")
+    worker = Worker(max_claims=2)
+    statuses: list[int] = []
+    thread = threading.Thread(target=lambda: statuses.append(worker.run(install_signals=False)))
+    thread.start()
+    wait_for(lambda: ("sleep_start", "long") in sample_jobs.performed, timeout=30)
+    worker.stop()
+    worker.stop()
+    thread.join(30)
+    assert statuses == [1]
+    row = db.row(long_job)
+    assert (row["locked_by"], row["attempts"]) == (None, 0), "released to run again"
+    running = [t for t in _job_threads() if t.is_alive()]
+    assert running, "the released job is still running in its thread"
+    assert all(t.daemon for t in running), "abandoned job threads never keep the interpreter alive"
+    # When it ends, its outcome is dropped (the row is no longer ours) and the worker's
+    # counters are left alone: the same Worker runs again cleanly.
+    wait_for(lambda: ("sleep_end", "long") in sample_jobs.performed, timeout=30)
+    wait_for(lambda: not [t for t in running if t.is_alive()], timeout=30)
+    assert db.row(long_job)["locked_by"] is None
+    assert (worker.busy, worker.running_jobs()) == (0, [])
+    assert worker.work_off(1) == (1, 0)
+    assert db.row(long_job) is None

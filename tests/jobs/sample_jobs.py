@@ -48,6 +48,13 @@ class FailsFast(delayed.Job, name="tests.fails_fast"):
         raise RuntimeError("fails at once")
 
 
+class RaisesText(delayed.Job, name="tests.raises_text"):
+    """Raises RuntimeError(text): NUL and lone surrogates travel in the handler as JSON escapes."""
+
+    def perform(self, text: str) -> None:
+        raise RuntimeError(text)
+
+
 class FailsDefault(delayed.Job, name="tests.fails_default"):
     def perform(self) -> None:
         raise ValueError("default attempts")

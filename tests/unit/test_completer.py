@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +94,41 @@ def test_a_failed_write_is_kept_and_retried_until_it_lands(sqlite: sa.Engine, tm
         left = conn.execute(sa.select(missing.c.id)).scalars().all()
     assert left == [ids[1]]
     assert completer.stop(timeout=5)
+
+
+def test_stop_never_closes_the_connection_while_its_thread_is_inside_a_write(
+    sqlite: sa.Engine, tmp_path: Path
+) -> None:
+    """A stop that times out while the completer's write waits (here on SQLite's write lock,
+    held by another connection) must not close the connection under the thread: the thread
+    finishes its write and closes its own connection."""
+    (job_id,) = _locked_rows(sqlite, 1)
+    closed_by: list[str] = []
+    sa.event.listen(sqlite.pool, "checkin", lambda *_: closed_by.append(threading.current_thread().name))
+    blocker = sqlite3.connect(tmp_path / "completer.sqlite3", timeout=1)
+    blocker.execute("BEGIN IMMEDIATE")  # SQLite's write lock: the completer's DELETE waits for it
+    completer = Completer(backend_for(sqlite, schema.jobs)).start()
+    try:
+        completer.put(Outcome("delete", job_id, "w1"))
+        assert completer.stop(timeout=0.5) is False  # still waiting inside its write
+        assert closed_by == [], "nobody closed the connection while the write was in progress"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    completer._thread.join(30)
+    assert not completer._thread.is_alive()
+    assert closed_by == ["delayed-completer"], closed_by
+    assert job_id not in _rows(sqlite), "the write went through once the lock was free"
+
+
+def test_a_stop_cuts_the_back_off_short_and_the_thread_ends(sqlite: sa.Engine) -> None:
+    """Writes that keep failing (no such table): stop gives up after its timeout, and the
+    thread ends then instead of sleeping through its back-off with the connection open."""
+    (job_id,) = _locked_rows(sqlite, 1)
+    missing = schema.make_table("never_there", sa.MetaData())
+    completer = Completer(backend_for(sqlite, missing)).start()
+    completer.put(Outcome("delete", job_id, "w1"))
+    assert not completer.flush(timeout=2.0)  # backing off: 0.1, 0.2, 0.4, 0.8, 1.6 s ...
+    assert completer.stop(timeout=0.1) is False
+    assert not completer._thread.is_alive()
+    assert completer._conn is None

@@ -72,7 +72,8 @@ class Backend:
         return self.engine.connect().execution_options(**AUTOCOMMIT)
 
     def write_connection(self) -> Connection:
-        """A connection for short multi-statement transactions (the cron scheduler's ticks)."""
+        """A connection for short multi-statement write transactions: the completer's outcomes,
+        the cron scheduler's ticks (MySQL overrides it: READ COMMITTED)."""
         return self.engine.connect()
 
     def waiter(self, listen: bool) -> Waiter:
@@ -209,6 +210,26 @@ class Backend:
         query = sa.select(t).where(t.c.locked_by == locked_by, t.c.failed_at.is_(None)).order_by(t.c.id)
         with conn.begin():
             return [JobRecord.from_mapping(row) for row in conn.execute(query).mappings()]
+
+    def missing(self, exc: BaseException) -> str | None:
+        """What `exc` says is missing for good: "table" (ours) or "database"; else None.
+
+        A lost or refused connection, a wrong password, a timeout are not "missing": those
+        may pass. Each dialect knows its own error codes.
+        """
+        return None
+
+    def unusable_reason(self, exc: BaseException) -> str | None:
+        """A one-line message saying what to do when the jobs table or its database is missing."""
+        kind = self.missing(exc)
+        if kind == "table":
+            return f"table {self.table.name} does not exist: run `delayed migrate`"
+        if kind == "database":
+            return (
+                f"database {self.engine.url.database!r} does not exist (or cannot be opened): "
+                "create it, then run `delayed migrate`"
+            )
+        return None
 
     def notify(self, conn: Connection) -> None:
         """Wake idle workers (only PostgreSQL has a way); called inside a transaction."""

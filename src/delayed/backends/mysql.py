@@ -23,6 +23,7 @@ from .base import Backend, ClaimFilter
 log = logging.getLogger("delayed.backend")
 
 _RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock
+_MISSING = {1146: "table", 1049: "database"}  # ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR
 _CLAIM_TRIES = 5
 
 
@@ -47,13 +48,24 @@ class MySQLBackend(Backend):
         return self.engine.connect().execution_options(isolation_level="READ COMMITTED")
 
     def write_connection(self) -> Connection:
-        """READ COMMITTED: no next-key locks on what an INSERT ... SELECT reads."""
+        """READ COMMITTED for every multi-statement write (outcomes, cron ticks).
+
+        At REPEATABLE READ a DELETE or UPDATE keeps a lock on every row it reads, whether it
+        matches or not; when the optimizer scans the whole table (it does for a few ids of a
+        small table), the completer's transaction locks every ready row, a claim's SKIP
+        LOCKED skips them all and comes back empty although jobs are ready (an
+        --exit-on-complete worker then exited early). READ COMMITTED releases the rows that
+        do not match at once, and takes no next-key locks on what an INSERT ... SELECT reads.
+        """
         return self.engine.connect().execution_options(isolation_level="READ COMMITTED")
 
     def insert_or_skip(self, table: sa.Table) -> Any:
         """INSERT IGNORE: a taken key is a warning, not an error (ON DUPLICATE KEY UPDATE would
         report a found row, since SQLAlchemy sets CLIENT.FOUND_ROWS)."""
         return table.insert().prefix_with("IGNORE")
+
+    def missing(self, exc: BaseException) -> str | None:
+        return _MISSING.get(_mysql_code(exc) or 0)
 
     def supports_skip_locked(self, conn: Connection) -> bool:
         if self._skip_locked is None:

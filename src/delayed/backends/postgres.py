@@ -47,6 +47,7 @@ _RECORD_COLUMNS = (
     "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
     "failed_at, created_at, updated_at"
 )
+_NO_DATABASE = re.compile(r'FATAL:\s+database ".*" does not exist')
 _INSERT_CHUNK = 10_000  # rows per INSERT statement
 _PIPELINE_CHUNK = 2_500  # rows per statement when a large enqueue is pipelined
 _UNIFORM = frozenset({"priority", "attempts", "queue", "name"})  # sent once when equal in every row
@@ -150,6 +151,16 @@ class PostgresBackend(Backend):
             conn.close()
             raise
         return conn
+
+    def missing(self, exc: BaseException) -> str | None:
+        orig = getattr(exc, "orig", None) or exc
+        state = getattr(orig, "sqlstate", None)
+        if state == "42P01":  # undefined_table
+            return "table"
+        # invalid_catalog_name; at connect time psycopg has only the server's message
+        if state == "3D000" or _NO_DATABASE.search(str(orig)):
+            return "database"
+        return None
 
     @staticmethod
     def _claim_key(flt: ClaimFilter) -> tuple[bool, bool, bool]:

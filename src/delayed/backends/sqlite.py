@@ -25,6 +25,14 @@ class SQLiteBackend(Backend):
         """UTC with milliseconds; 'now' is fixed for the whole statement."""
         return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", type_=sa.DateTime())
 
+    def missing(self, exc: BaseException) -> str | None:
+        text = str(getattr(exc, "orig", None) or exc)
+        if text.startswith("no such table"):
+            return "table"
+        if text.startswith("unable to open database file"):
+            return "database"
+        return None
+
     def claim(
         self,
         conn: Connection,

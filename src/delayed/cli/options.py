@@ -107,7 +107,12 @@ def load_config(command: str, params: dict[str, Any], *, require_modules: bool =
         flags = flag_values(command, params)
         delayed_flags = flags.pop("delayed", {})
         extra_require = delayed_flags.pop("require", [])
-        config = build_config(params.get("config_file"), overrides=delayed_flags, section_overrides=flags)
+        config = build_config(
+            params.get("config_file"),
+            overrides=delayed_flags,
+            section_overrides=flags,
+            overrides_source="the command line",
+        )
         if extra_require:
             config = config.replace(require=[*config.require, *extra_require])
         set_config(config)

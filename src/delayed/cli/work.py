@@ -27,7 +27,12 @@ from .options import config_options, fail, load_config
 
 @click.command("work")
 @config_options("work")
-@click.option("--exit-on-complete", is_flag=True, help="Exit 0 once no job is ready.")
+@click.option(
+    "--exit-on-complete",
+    is_flag=True,
+    help="Exit 0 once no job is ready; exit 1 if the table or database is missing, or after "
+    "6 failed claims in a row.",
+)
 def work(exit_on_complete: bool, **params: Any) -> None:
     """Work off jobs until SIGTERM/SIGINT (or, with --exit-on-complete, until none is ready)."""
     try:  # Django (when DJANGO_SETTINGS_MODULE is set) before `require` may import its models
@@ -49,8 +54,9 @@ def work(exit_on_complete: bool, **params: Any) -> None:
         stop.set()
         thread.join(5)
     if status != 0:
-        # A second signal: the running jobs' locks are released; do not wait for their
-        # threads (the interpreter would join them at exit), leave now.
+        # A second signal (the running jobs' locks are released and their daemon threads
+        # abandoned) or an unusable database: leave now, without running exit handlers while
+        # abandoned jobs may still be running.
         logging.shutdown()
         os._exit(status)
     sys.exit(status)

@@ -12,12 +12,13 @@ import difflib
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .checks import check_priority_ranges
 from .sections import (
     CronSettings,
     DelayedSettings,
@@ -96,7 +97,11 @@ class Config(DelayedSettings):
 
     def replace(self, **overrides: Any) -> Config:
         """A copy with some `[delayed]` settings changed (each checked like the file's)."""
-        return dataclasses.replace(self, **parse_mapping(SECTIONS["delayed"], overrides, "arguments"))
+        config = dataclasses.replace(self, **parse_mapping(SECTIONS["delayed"], overrides, "arguments"))
+        check_priority_ranges(
+            config, lambda key: "arguments" if key in overrides else config.source, config.source
+        )
+        return config
 
     def with_section(self, name: str, **overrides: Any) -> Config:
         """A copy with some keys of table `name` changed (each checked like the file's)."""
@@ -151,11 +156,13 @@ def build_config(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     section_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    overrides_source: str = "arguments",
 ) -> Config:
     """Defaults, then the file, then the environment, then explicit overrides.
 
     `overrides` change `[delayed]` keys; `section_overrides` other tables' keys
     (`{"monitor": {"interval": 5}}`), as CLI flags do. A None value means "not given".
+    `overrides_source` names them in errors ("the command line").
     """
     environ = os.environ if environ is None else environ
     _warn_unknown_env(environ)
@@ -184,7 +191,34 @@ def build_config(
             continue
         changes = {**_env_values(declared, environ), **_given(declared, (section_overrides or {}).get(name))}
         sections[name] = dataclasses.replace(view, **changes) if changes else view
-    return Config(**values, sections=sections, source=source)
+    config = Config(**values, sections=sections, source=source)
+    check_priority_ranges(
+        config,
+        _origins(delayed, raw.get("delayed", {}), environ, overrides, source, overrides_source),
+        source,
+    )
+    return config
+
+
+def _origins(
+    section: Section,
+    from_file: Mapping[str, Any],
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any] | None,
+    source: str,
+    overrides_source: str,
+) -> Callable[[str], str]:
+    """For messages: where the value of a `[delayed]` key came from (the last layer that set it)."""
+
+    def origin(key: str) -> str:
+        if (overrides or {}).get(key) is not None:
+            return overrides_source
+        for env_name in section.env_names(section.settings[key]):
+            if env_name in environ:
+                return f"environment variable {env_name}"
+        return f"{source} [delayed]" if key in from_file else "the default"
+
+    return origin
 
 
 def ignore_env_prefix(prefix: str) -> None:

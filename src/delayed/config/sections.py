@@ -73,6 +73,23 @@ class DelayedSettings:
         flags=("--sleep-delay",),
         commands=("work",),
     )
+    connect_timeout: float = setting(
+        10.0,
+        v.duration(positive=True),
+        "Seconds a worker waits for a new database connection (TCP connect and the server's "
+        "greeting) before the attempt counts as failed and is retried with back-off. Workers' own "
+        "connections only, not the engine your jobs get from delayed.get_engine(); a URL that sets "
+        "connect_timeout itself wins.",
+    )
+    network_timeout: float = setting(
+        30.0,
+        v.duration(positive=True),
+        "Seconds a worker's own database connection may go without an answer before it counts as "
+        "lost, so that a host that stops answering never blocks the worker (or its SIGTERM) for "
+        "minutes. MySQL/MariaDB: read and write timeout of every statement. PostgreSQL: TCP "
+        "keepalives and tcp_user_timeout (libpq has no read timeout). Not applied to "
+        "delayed.get_engine().",
+    )
     max_attempts: int = setting(
         25,
         v.integer(1),
@@ -104,7 +121,7 @@ class DelayedSettings:
         None,
         v.optional(v.priority),
         "Lowest priority this worker picks up (inclusive; a number or a name); unset means no "
-        "bound. Pools may override.",
+        "bound. Pools may override. A min_priority above max_priority is refused (exit 2).",
         env=("MIN_PRIORITY",),
         flags=("--min-priority",),
         commands=("work",),
@@ -277,7 +294,10 @@ class PoolSettings:
         None, v.optional(v.string_list), "Queues of this pool; [] means every queue."
     )
     min_priority: int | str | None = setting(
-        None, v.optional(v.priority), "Lowest priority picked up (inclusive; a number or a name).", example=0
+        None,
+        v.optional(v.priority),
+        "Lowest priority picked up (inclusive; a number or a name); not above max_priority.",
+        example=0,
     )
     max_priority: int | str | None = setting(
         None, v.optional(v.priority), "Highest priority picked up (inclusive; a number or a name)."
