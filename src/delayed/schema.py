@@ -51,8 +51,16 @@ def make_table(name: str = "delayed_jobs", meta: sa.MetaData | None = None) -> s
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("created_at", _Timestamp, nullable=True),
         sa.Column("updated_at", _Timestamp, nullable=True),
+        # Issue 13 (migration step 4): unique jobs and concurrency limits; see delayed.unique.
+        sa.Column("unique_key", sa.String(255), nullable=True),
+        sa.Column("concurrency_key", sa.String(255), nullable=True),
+        sa.Column("concurrency_limit", sa.Integer, nullable=True),
     )
     sa.Index(f"index_{name}_on_name", table.c.name)
+    # NULLs never collide in a UNIQUE index on PostgreSQL, SQLite and MariaDB: only keyed rows
+    # compete for a key, and the insert-or-skip of every dialect relies on this index.
+    sa.Index(f"uq_{name}_unique_key", table.c.unique_key, unique=True)
+    sa.Index(f"ix_{name}_concurrency_key", table.c.concurrency_key)
     sa.Index(
         f"idx_{name}_live",
         table.c.priority,
@@ -122,10 +130,29 @@ def ddl(dialect: sa.engine.Dialect, table: sa.Table = jobs) -> list[str]:
             statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
     if dialect.name == "postgresql":
         statements.extend(_postgres_extras(table))
-    for cron_table in cron_tables(table.name):
+    for cron_table in (*cron_tables(table.name), leases_table(table.name)):
         statements.append(str(CreateTable(cron_table).compile(dialect=dialect)).strip())
         for index in sorted(cron_table.indexes, key=lambda i: i.name or ""):
             statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
+    return statements
+
+
+def unique_step_ddl(dialect: sa.engine.Dialect, table: sa.Table = jobs) -> list[str]:
+    """Migration step 4 (issue 13) on a table made by an earlier version: three nullable
+    columns, their indexes and the leases table. Becomes `schema/steps.py`'s step 4."""
+    name = table.name
+    quote = dialect.identifier_preparer.quote
+    statements = [
+        f"ALTER TABLE {quote(name)} ADD COLUMN {quote(column.name)} {column.type.compile(dialect=dialect)}"
+        for column in (table.c.unique_key, table.c.concurrency_key, table.c.concurrency_limit)
+    ]
+    for index in table.indexes:
+        if index.name in (f"uq_{name}_unique_key", f"ix_{name}_concurrency_key"):
+            statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
+    leases = leases_table(name)
+    statements.append(str(CreateTable(leases).compile(dialect=dialect)).strip())
+    for index in sorted(leases.indexes, key=lambda i: i.name or ""):
+        statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
     return statements
 
 
@@ -209,9 +236,42 @@ def cron_tables(jobs_table_name: str = "delayed_jobs") -> tuple[sa.Table, sa.Tab
     return _cron_tables[jobs_table_name]
 
 
+# ============================================================================ leases
+# ISSUE 13 (concurrency limits). delayed_job_leases: one row per running job that holds a
+# concurrency slot, keyed by job id (releasing twice is harmless). A lease counts only while
+# its job row is still locked by the lease's holder and that lock is fresh, so a lease whose
+# job finished, failed, was reclaimed or outlived the lock timeout frees its slot by itself;
+# the rows are deleted with the outcome, on release and by the next claim of the key.
+def leases_table_name(jobs_table_name: str) -> str:
+    """delayed_jobs -> delayed_job_leases."""
+    prefix = jobs_table_name[: -len("_jobs")] if jobs_table_name.endswith("_jobs") else jobs_table_name
+    return f"{prefix}_job_leases"
+
+
+_lease_tables: dict[str, sa.Table] = {}
+
+
+def leases_table(jobs_table_name: str = "delayed_jobs") -> sa.Table:
+    """The leases Table that goes with the jobs table `jobs_table_name`."""
+    if jobs_table_name not in _lease_tables:
+        name = leases_table_name(jobs_table_name)
+        meta = metadata if jobs_table_name == "delayed_jobs" else sa.MetaData()
+        leases = sa.Table(
+            name,
+            meta,
+            sa.Column("job_id", _BigId, primary_key=True, autoincrement=False),
+            sa.Column("concurrency_key", sa.String(255), nullable=False),
+            sa.Column("locked_by", sa.String(255), nullable=False),
+            sa.Column("created_at", _Timestamp, nullable=False),
+        )
+        sa.Index(f"ix_{name}_concurrency_key", leases.c.concurrency_key)
+        _lease_tables[jobs_table_name] = leases
+    return _lease_tables[jobs_table_name]
+
+
 def _create_cron_tables(conn: sa.Connection, inspector: sa.Inspector, table: sa.Table) -> list[str]:
     created = []
-    for cron_table in cron_tables(table.name):
+    for cron_table in (*cron_tables(table.name), leases_table(table.name)):
         if not inspector.has_table(cron_table.name):
             cron_table.create(conn)
             created.append(f"table {cron_table.name}")

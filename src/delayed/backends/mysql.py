@@ -10,6 +10,7 @@ another worker and is skipped. Deadlocks and lock-wait timeouts count as an empt
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -64,6 +65,49 @@ class MySQLBackend(Backend):
         report a found row, since SQLAlchemy sets CLIENT.FOUND_ROWS)."""
         return table.insert().prefix_with("IGNORE")
 
+    def lock_key(self, conn: Connection, key: str) -> bool:
+        """GET_LOCK on a name made from the table and key (64 characters at most): a named
+        lock held by this session until `unlock_key`, after the commit, so the next holder
+        counts the leases this one committed. Waits up to 10 s, then the key's rows are
+        given back for a later claim."""
+        got = conn.execute(sa.text("SELECT GET_LOCK(:name, 10)"), {"name": self._lock_name(key)}).scalar()
+        return got == 1
+
+    def unlock_key(self, conn: Connection, key: str) -> None:
+        conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._lock_name(key)})
+
+    def _lock_name(self, key: str) -> str:
+        digest = hashlib.sha256(f"{self.table.name}\0{key}".encode()).hexdigest()[:40]
+        return f"delayed_ck:{digest}"
+
+    def unique_insert(self, table: sa.Table) -> Any:
+        """Unused on MySQL: insert_or_skip_keyed writes its own statement."""
+        raise NotImplementedError
+
+    def insert_or_skip_keyed(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> dict[str, tuple[int, bool]]:
+        """`INSERT ... ON DUPLICATE KEY UPDATE id = id RETURNING id, handler` per row (MariaDB
+        10.5+): a taken key updates nothing and returns the existing row, told apart from a
+        new one by its handler (every handler holds a fresh job uuid). Not INSERT IGNORE: it
+        would also turn real errors (a too long value) into warnings."""
+        answered: dict[str, tuple[int, bool]] = {}
+        for row in rows:
+            stmt = self._odku_sql(tuple(row))
+            found = conn.execute(stmt, row).first()
+            if found is not None:
+                answered[row["unique_key"]] = (int(found[0]), found[1] == row["handler"])
+        return answered
+
+    def _odku_sql(self, columns: tuple[str, ...]) -> Any:
+        quote = self.engine.dialect.identifier_preparer.quote
+        names = ", ".join(quote(c) for c in columns)
+        values = ", ".join(f":{c}" for c in columns)
+        return sa.text(
+            f"INSERT INTO {quote(self.table.name)} ({names}) VALUES ({values}) "
+            "ON DUPLICATE KEY UPDATE id = id RETURNING id, handler"
+        )
+
     def missing(self, exc: BaseException) -> str | None:
         return _MISSING.get(_mysql_code(exc) or 0)
 
@@ -76,7 +120,7 @@ class MySQLBackend(Backend):
                 self._skip_locked = tuple(version[:3]) >= (8, 0, 1)
         return self._skip_locked
 
-    def claim(
+    def claim_rows(
         self,
         conn: Connection,
         worker_name: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 import select
@@ -28,10 +29,24 @@ from ..record import JobRecord
 from ..schema import notify_channel
 from ..timeutil import utcnow
 from .base import Backend, ClaimFilter, Outcome, Waiter
+from .dedupe import has_unique
 
 log = logging.getLogger("delayed.backend")
 
-_INSERT_COLUMNS = ("priority", "attempts", "handler", "run_at", "queue", "name", "created_at", "updated_at")
+_INSERT_COLUMNS = (
+    "priority",
+    "attempts",
+    "handler",
+    "run_at",
+    "queue",
+    "name",
+    "created_at",
+    "updated_at",
+    "unique_key",
+    "concurrency_key",
+    "concurrency_limit",
+)
+_OPTIONAL = frozenset({"unique_key", "concurrency_key", "concurrency_limit"})  # left out when all NULL
 _INSERT_TYPES = {
     "priority": "integer",
     "attempts": "integer",
@@ -41,16 +56,21 @@ _INSERT_TYPES = {
     "name": "varchar",
     "created_at": "timestamp",
     "updated_at": "timestamp",
+    "unique_key": "varchar",
+    "concurrency_key": "varchar",
+    "concurrency_limit": "integer",
 }
 # RETURNING in JobRecord's field order, so a row tuple builds a JobRecord positionally.
 _RECORD_COLUMNS = (
     "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
-    "failed_at, created_at, updated_at"
+    "failed_at, created_at, updated_at, unique_key, concurrency_key, concurrency_limit"
 )
 _NO_DATABASE = re.compile(r'FATAL:\s+database ".*" does not exist')
 _INSERT_CHUNK = 10_000  # rows per INSERT statement
 _PIPELINE_CHUNK = 2_500  # rows per statement when a large enqueue is pipelined
-_UNIFORM = frozenset({"priority", "attempts", "queue", "name"})  # sent once when equal in every row
+_UNIFORM = frozenset(
+    {"priority", "attempts", "queue", "name", "concurrency_key", "concurrency_limit"}
+)  # sent once when equal in every row
 _SAME_AS_CREATED = frozenset({"run_at", "updated_at"})  # usually equal to created_at: not sent then
 
 
@@ -183,6 +203,7 @@ class PostgresBackend(Backend):
                 f'WHERE id = ANY(ARRAY(SELECT id FROM "{name}" '
                 "WHERE failed_at IS NULL AND run_at <= :now "
                 f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
+                f"AND (concurrency_key IS NULL OR {self._live_leases_sql()} < concurrency_limit) "
                 "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)) "
                 f"RETURNING {_RECORD_COLUMNS}"
             )
@@ -201,7 +222,7 @@ class PostgresBackend(Backend):
             self._claim_sql[key] = statement
         return statement
 
-    def claim(
+    def claim_rows(
         self,
         conn: Connection,
         worker_name: str,
@@ -255,7 +276,7 @@ class PostgresBackend(Backend):
             return super().complete(conn, outcomes)
         locked_by = outcomes[0].locked_by
         for outcome in outcomes:
-            if outcome.kind != "delete" or outcome.locked_by != locked_by:
+            if outcome.kind != "delete" or outcome.locked_by != locked_by or outcome.leased:
                 return super().complete(conn, outcomes)
         ids = [outcome.id for outcome in outcomes]
         sql = self._delete_sql()
@@ -283,11 +304,41 @@ class PostgresBackend(Backend):
             self._insert_text["delete"] = sql
         return sql
 
+    def _live_leases_sql(self) -> str:
+        """The claim's count of live leases of the outer row's key (see Backend.live_leases)."""
+        name = self.table.name.replace('"', '""')
+        leases = self.leases.name.replace('"', '""')
+        return (
+            f'(SELECT count(*) FROM "{leases}" l JOIN "{name}" held ON held.id = l.job_id '
+            f'AND held.locked_by = l.locked_by WHERE l.concurrency_key = "{name}".concurrency_key '
+            "AND held.locked_at >= :stale)"
+        )
+
+    def lock_key(self, conn: Connection, key: str) -> bool:
+        """pg_advisory_xact_lock on a 64-bit hash of (table, key): held to the commit."""
+        digest = hashlib.sha256(f"{self.table.name}\0{key}".encode()).digest()
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest[:8], "big", signed=True)}
+        )
+        return True
+
     def db_now_utc(self) -> Any:
         return sa.func.timezone("UTC", sa.func.statement_timestamp(), type_=sa.DateTime())
 
     # -- enqueue -----------------------------------------------------------------------
-    def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    def insert_or_skip_keyed(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> dict[str, tuple[int, bool]]:
+        """The same unnest INSERT with `ON CONFLICT (unique_key) DO NOTHING RETURNING id,
+        unique_key` (one statement per chunk): a taken key returns no row."""
+        answered: dict[str, tuple[int, bool]] = {}
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            sql, params = self._insert_many(rows[start : start + _INSERT_CHUNK])
+            for job_id, key in conn.exec_driver_sql(sql, params):
+                answered[key] = (int(job_id), True)
+        return answered
+
+    def _insert_plain(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         """One fixed SQL text for any number of rows: each column travels as one array.
 
         `INSERT ... SELECT ... FROM unnest(arrays) RETURNING id` is never compiled per call
@@ -295,7 +346,7 @@ class PostgresBackend(Backend):
         more than the insert itself) and psycopg reuses its parsed query.
         """
         if len(rows) == 1:
-            result = conn.exec_driver_sql(self._insert_sql(None), rows[0])
+            result = conn.exec_driver_sql(self._insert_sql(self._single_shape(rows[0])), rows[0])
             return [int(result.scalar_one())]
         ids: list[int] = []
         for start in range(0, len(rows), _INSERT_CHUNK):
@@ -314,13 +365,17 @@ class PostgresBackend(Backend):
         set-up) was a fifth of the call. Errors are raised as SQLAlchemy's DBAPIError, and a
         lost connection is invalidated, exactly as through a Connection.
         """
+        if has_unique(rows):  # insert-or-skip, then read the duplicates' ids: one transaction
+            return super().insert_now(rows)
         if not self._direct:
             if len(rows) > _INSERT_CHUNK:
                 return super().insert_now(rows)
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 return self.insert(conn, rows)
         if len(rows) == 1:
-            return self._insert_direct([(self._insert_sql(None), rows[0])], autocommit=True)
+            return self._insert_direct(
+                [(self._insert_sql(self._single_shape(rows[0])), rows[0])], autocommit=True
+            )
         if len(rows) <= _PIPELINE_CHUNK:
             return self._insert_direct([self._insert_many(rows)], autocommit=True)
         # Larger: one transaction of chunks sent in pipeline mode, so the server inserts one
@@ -415,6 +470,8 @@ class PostgresBackend(Backend):
             values = created if column == "created_at" else [row[column] for row in chunk]
             if column in _SAME_AS_CREATED and values == created:
                 shape.append("=")
+            elif column in _OPTIONAL and values.count(None) == len(values):
+                shape.append("n")
             elif column in _UNIFORM and values.count(values[0]) == len(values):
                 shape.append("s")
                 params[column] = values[0]
@@ -423,19 +480,28 @@ class PostgresBackend(Backend):
                 params[column] = values
         return self._insert_sql("".join(shape)), params
 
-    def _insert_sql(self, shape: str | None) -> str:
-        """The INSERT for one row (shape None) or for arrays shaped as `_insert_many` says."""
-        key = shape or ""
-        sql = self._insert_text.get(key)
+    @staticmethod
+    def _single_shape(row: dict[str, Any]) -> str:
+        """One row: "v" per column sent, "n" for an optional column left NULL (not sent)."""
+        return "1" + "".join("n" if c in _OPTIONAL and row.get(c) is None else "v" for c in _INSERT_COLUMNS)
+
+    def _insert_sql(self, shape: str) -> str:
+        """The INSERT for one row (shape "1...") or for arrays shaped as `_insert_many` says.
+
+        With a unique_key column it skips a taken key (ON CONFLICT DO NOTHING) and returns
+        the key too, since skipped rows leave holes in the returned ids."""
+        sql = self._insert_text.get(shape)
         if sql is None:
             name = self.table.name.replace('"', '""').replace("%", "%%")  # psycopg's placeholders
-            columns = ", ".join(_INSERT_COLUMNS)
-            if shape is None:
-                source = "VALUES (" + ", ".join(f"%({c})s" for c in _INSERT_COLUMNS) + ")"
+            kinds = shape[1:] if shape.startswith("1") else shape
+            sent = [(c, kind) for c, kind in zip(_INSERT_COLUMNS, kinds, strict=True) if kind != "n"]
+            columns = ", ".join(c for c, _ in sent)
+            if shape.startswith("1"):
+                source = "VALUES (" + ", ".join(f"%({c})s" for c, _ in sent) + ")"
             else:
-                arrays = [c for c, kind in zip(_INSERT_COLUMNS, shape, strict=True) if kind == "a"]
+                arrays = [c for c, kind in sent if kind == "a"]
                 exprs = []
-                for column, kind in zip(_INSERT_COLUMNS, shape, strict=True):
+                for column, kind in sent:
                     if kind == "a":
                         exprs.append(f"u.{column}")
                     elif kind == "s":
@@ -444,7 +510,10 @@ class PostgresBackend(Backend):
                         exprs.append("u.created_at")
                 unnest = ", ".join(f"%({c})b::{_INSERT_TYPES[c]}[]" for c in arrays)
                 source = f"SELECT {', '.join(exprs)} FROM unnest({unnest}) AS u({', '.join(arrays)})"
-            sql = self._insert_text[key] = f'INSERT INTO "{name}" ({columns}) {source} RETURNING id'
+            returning = "RETURNING id"
+            if any(c == "unique_key" for c, _ in sent):
+                returning = "ON CONFLICT (unique_key) DO NOTHING RETURNING id, unique_key"
+            sql = self._insert_text[shape] = f'INSERT INTO "{name}" ({columns}) {source} {returning}'
         return sql
 
     def notify(self, conn: Connection) -> None:
@@ -452,3 +521,6 @@ class PostgresBackend(Backend):
 
     def insert_or_skip(self, table: sa.Table) -> Any:
         return pg_insert(table).on_conflict_do_nothing()
+
+    def unique_insert(self, table: sa.Table) -> Any:
+        return pg_insert(table).on_conflict_do_nothing(index_elements=[table.c.unique_key])

@@ -33,7 +33,7 @@ class SQLiteBackend(Backend):
             return "database"
         return None
 
-    def claim(
+    def claim_rows(
         self,
         conn: Connection,
         worker_name: str,
@@ -63,3 +63,6 @@ class SQLiteBackend(Backend):
 
     def insert_or_skip(self, table: sa.Table) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()
+
+    def unique_insert(self, table: sa.Table) -> Any:
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=[table.c.unique_key])
