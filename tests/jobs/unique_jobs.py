@@ -83,12 +83,12 @@ class Keyless(delayed.Job, name="tests.concurrency.keyless"):
 
 
 class Holder(delayed.Job, name="tests.concurrency.holder"):
-    """One per key; a SIGKILL test kills the child while it sleeps."""
+    """One per tag at once; the SIGKILL test kills the child while job 1 sleeps."""
 
-    concurrency_key = lambda tag, path, sleep: f"holder:{tag}"  # noqa: E731
+    concurrency_key = lambda tag, n, path, sleep: f"holder:{tag}"  # noqa: E731
     concurrency_limit = 1
 
-    def perform(self, tag: str, path: str, sleep: float) -> None:
-        log_line(path, "start", tag, time.time(), os.getpid())
+    def perform(self, tag: str, n: int, path: str, sleep: float) -> None:
+        log_line(path, "start", n, time.time(), os.getpid())
         time.sleep(sleep)
-        log_line(path, "end", tag, time.time(), os.getpid())
+        log_line(path, "end", n, time.time(), os.getpid())

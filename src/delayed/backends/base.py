@@ -188,7 +188,8 @@ class Backend:
             < (record.concurrency_limit or 1)
         )
         stmt = lease.insert().from_select(["job_id", "concurrency_key", "locked_by", "created_at"], values)
-        return conn.execute(stmt).rowcount == 1
+        # RETURNING, not rowcount: SQLAlchemy does not promise an INSERT's rowcount.
+        return conn.execute(stmt.returning(lease.c.job_id)).first() is not None
 
     def _drop_dead_leases(self, conn: Connection, key: str, stale: datetime) -> None:
         """Delete the key's dead leases (under its lock), so the table stays the running set."""
