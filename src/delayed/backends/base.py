@@ -155,14 +155,16 @@ class Backend:
         with self.write_connection() as conn:
             try:
                 with conn.begin():
-                    # A lease left by an earlier claim of the same row is dead: replace it.
-                    conn.execute(lease.delete().where(lease.c.job_id.in_([r.id for r in keyed])))
-                    for key in keys:
+                    for key in keys:  # sorted: two claims never wait on each other's keys
                         rows = [r for r in keyed if r.concurrency_key == key]
                         if not self.lock_key(conn, key):
                             rejected.update(r.id for r in rows)
                             continue
                         locked.append(key)
+                        # Leases of a key are granted and cleaned only under its lock (a row's key
+                        # never changes): a lease left by an earlier claim of one of these
+                        # rows, and the key's other dead leases, go first.
+                        conn.execute(lease.delete().where(lease.c.job_id.in_([r.id for r in rows])))
                         self._drop_dead_leases(conn, key, stale)
                         for record in rows:
                             if not self._grant(conn, record, worker_name, now, stale):

@@ -25,7 +25,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from ..db import describe_error
-from ..record import JobRecord
+from ..errors import EnqueueError
+from ..record import EnqueueResult, JobRecord
 from ..schema import notify_channel
 from ..timeutil import utcnow
 from .base import Backend, ClaimFilter, Outcome, Waiter
@@ -67,6 +68,7 @@ _RECORD_COLUMNS = (
 )
 _NO_DATABASE = re.compile(r'FATAL:\s+database ".*" does not exist')
 _INSERT_CHUNK = 10_000  # rows per INSERT statement
+_UNIQUE_TRIES = 5
 _PIPELINE_CHUNK = 2_500  # rows per statement when a large enqueue is pipelined
 _UNIFORM = frozenset(
     {"priority", "attempts", "queue", "name", "concurrency_key", "concurrency_limit"}
@@ -365,8 +367,10 @@ class PostgresBackend(Backend):
         set-up) was a fifth of the call. Errors are raised as SQLAlchemy's DBAPIError, and a
         lost connection is invalidated, exactly as through a Connection.
         """
-        if has_unique(rows):  # insert-or-skip, then read the duplicates' ids: one transaction
-            return super().insert_now(rows)
+        if has_unique(rows):
+            if len(rows) == 1 and self._direct:
+                return self._insert_one_unique(rows[0])
+            return super().insert_now(rows)  # insert-or-skip, then the duplicates' ids: one transaction
         if not self._direct:
             if len(rows) > _INSERT_CHUNK:
                 return super().insert_now(rows)
@@ -385,6 +389,24 @@ class PostgresBackend(Backend):
             for start in range(0, len(rows), _PIPELINE_CHUNK)
         )
         return self._insert_direct(statements, autocommit=False)
+
+    def _insert_one_unique(self, row: dict[str, Any]) -> EnqueueResult:
+        """One unique job (`perform_later`): the insert-or-skip alone in autocommit, one round
+        trip when the key is free; a taken key costs one read of the existing id. A row that
+        finished between the two frees the key: offered again, a few times."""
+        sql = self._insert_sql(self._single_shape(row))
+        key = row["unique_key"]
+        for _ in range(_UNIQUE_TRIES):
+            ids = self._insert_direct([(sql, row)], autocommit=True)
+            if ids:
+                return EnqueueResult(ids, [False])
+            with self.engine.connect() as conn:
+                found = self.find_keys(conn, [key])
+            if found:
+                return EnqueueResult([found[key]], [True])
+        raise EnqueueError(
+            f"unique key {key!r} was taken and freed {_UNIQUE_TRIES} times in a row; try again"
+        )
 
     def _insert_direct(self, statements: Iterable[tuple[str, Any]], autocommit: bool) -> list[int]:
         """Run INSERT ... RETURNING id statements on a pooled psycopg connection; ids in order.
