@@ -141,8 +141,13 @@ class Backend:
     def unlock_key(self, conn: Connection, key: str) -> None:
         """After the commit, release what `lock_key` took when it outlives transactions."""
 
-    def _admit(self, records: list[JobRecord], worker_name: str, lock_timeout: float) -> list[JobRecord]:
-        """Grant each claimed keyed row a lease, within its key's limit; unlock the others."""
+    def _admit(
+        self, claim_conn: Connection, records: list[JobRecord], worker_name: str, lock_timeout: float
+    ) -> list[JobRecord]:
+        """Grant each claimed keyed row a lease, within its key's limit; unlock the others.
+
+        In its own transaction on a write connection (`claim_conn` is the claim's, which
+        dialects may use when it can carry a transaction cheaply)."""
         keyed = [r for r in records if r.concurrency_key is not None]
         if not keyed:
             return records
@@ -241,7 +246,7 @@ class Backend:
         claimed: list[JobRecord] = []
         for _ in range(_CLAIM_ROUNDS):
             records = self.claim_rows(conn, worker_name, limit - len(claimed), flt, lock_timeout, read_ahead)
-            admitted = self._admit(records, worker_name, lock_timeout)
+            admitted = self._admit(conn, records, worker_name, lock_timeout)
             claimed.extend(admitted)
             if len(admitted) == len(records) or len(claimed) >= limit:
                 break

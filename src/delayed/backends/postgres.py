@@ -69,6 +69,8 @@ _RECORD_COLUMNS = (
 _NO_DATABASE = re.compile(r'FATAL:\s+database ".*" does not exist')
 _INSERT_CHUNK = 10_000  # rows per INSERT statement
 _UNIQUE_TRIES = 5
+# The keys' advisory locks, in the (sorted) order given.
+_LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%(locks)s::bigint[]) AS u(k)"
 _PIPELINE_CHUNK = 2_500  # rows per statement when a large enqueue is pipelined
 _UNIFORM = frozenset(
     {"priority", "attempts", "queue", "name", "concurrency_key", "concurrency_limit"}
@@ -278,10 +280,10 @@ class PostgresBackend(Backend):
             return super().complete(conn, outcomes)
         locked_by = outcomes[0].locked_by
         for outcome in outcomes:
-            if outcome.kind != "delete" or outcome.locked_by != locked_by or outcome.leased:
+            if outcome.kind != "delete" or outcome.locked_by != locked_by:
                 return super().complete(conn, outcomes)
         ids = [outcome.id for outcome in outcomes]
-        sql = self._delete_sql()
+        sql = self._delete_sql(leased=any(outcome.leased for outcome in outcomes))
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         driver = conn.connection.dbapi_connection
         was_autocommit = driver.autocommit
@@ -298,12 +300,21 @@ class PostgresBackend(Backend):
                 sql, None, exc, dbapi_error, connection_invalidated=driver.broken, dialect=self.engine.dialect
             ) from exc
 
-    def _delete_sql(self) -> str:
-        sql = self._insert_text.get("delete")
+    def _delete_sql(self, leased: bool = False) -> str:
+        """The successes' DELETE; with leases (rows that had a concurrency key) the same
+        statement deletes their leases too, still one atomic statement."""
+        cache_key = "delete+leases" if leased else "delete"
+        sql = self._insert_text.get(cache_key)
         if sql is None:
             name = self.table.name.replace('"', '""').replace("%", "%%")
             sql = f'DELETE FROM "{name}" WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(locked_by)s'
-            self._insert_text["delete"] = sql
+            if leased:
+                leases = self.leases.name.replace('"', '""').replace("%", "%%")
+                sql = (
+                    f"WITH gone AS ({sql} RETURNING id) "
+                    f'DELETE FROM "{leases}" WHERE job_id IN (SELECT id FROM gone)'
+                )
+            self._insert_text[cache_key] = sql
         return sql
 
     def _live_leases_sql(self) -> str:
@@ -316,13 +327,101 @@ class PostgresBackend(Backend):
             "AND held.locked_at >= :stale)"
         )
 
+    def _lock_id(self, key: str) -> int:
+        digest = hashlib.sha256(f"{self.table.name}\0{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
     def lock_key(self, conn: Connection, key: str) -> bool:
         """pg_advisory_xact_lock on a 64-bit hash of (table, key): held to the commit."""
-        digest = hashlib.sha256(f"{self.table.name}\0{key}".encode()).digest()
-        conn.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest[:8], "big", signed=True)}
-        )
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_id(key)})
         return True
+
+    def _admit(
+        self, claim_conn: Connection, records: list[JobRecord], worker_name: str, lock_timeout: float
+    ) -> list[JobRecord]:
+        """Backend._admit in one transaction of two statements, whatever the number of keys:
+        the keys' advisory locks (sorted, so two claims never wait on each other), then one
+        statement that counts each key's live leases, grants leases to the rows that fit (in
+        pickup order), replaces their dead leases, drops the keys' other dead leases and
+        gives the rows that did not fit back. The count runs after the locks, in a snapshot
+        that sees every lease committed before them (READ COMMITTED)."""
+        keyed = [r for r in records if r.concurrency_key is not None]
+        if not keyed:
+            return records
+        now = utcnow()
+        keys = sorted({r.concurrency_key for r in keyed if r.concurrency_key is not None})
+        params = {
+            "locks": [self._lock_id(key) for key in keys],
+            "ids": [r.id for r in keyed],
+            "keys": [r.concurrency_key for r in keyed],
+            "limits": [r.concurrency_limit or 1 for r in keyed],
+            "worker": worker_name,
+            "now": now,
+            "stale": now - timedelta(seconds=lock_timeout),
+        }
+        driver = claim_conn.connection.dbapi_connection
+        if self._direct and driver.autocommit:
+            granted = self._admit_direct(driver, params)
+        else:
+            with self.write_connection() as conn, conn.begin():
+                conn.exec_driver_sql(_LOCK_KEYS, params)
+                granted = {int(row[0]) for row in conn.exec_driver_sql(self._admit_sql(), params)}
+        return [r for r in records if r.concurrency_key is None or r.id in granted]
+
+    def _admit_direct(self, driver: Any, params: dict[str, Any]) -> set[int]:
+        """On the worker's claim connection (autocommit, psycopg): BEGIN, the locks, the grant,
+        COMMIT. The grant's snapshot is taken after the locks are held. Its commit waits for
+        no WAL flush unless durable_claims (the connection's synchronous_commit): a database
+        crash can undo recent leases only together with the claims they belong to."""
+        sql = self._admit_sql()
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            with driver.cursor() as cursor:
+                cursor.execute("BEGIN; SET LOCAL enable_sort = on")
+                cursor.execute(_LOCK_KEYS, params, prepare=True)
+                cursor.execute(sql, params, prepare=True)
+                granted = {int(row[0]) for row in cursor.fetchall()}
+                cursor.execute("COMMIT")
+            return granted
+        except dbapi_error as exc:
+            if not driver.broken:
+                with contextlib.suppress(Exception):
+                    driver.execute("ROLLBACK")
+            raise sa.exc.DBAPIError.instance(
+                sql, None, exc, dbapi_error, connection_invalidated=driver.broken, dialect=self.engine.dialect
+            ) from exc
+
+    def _admit_sql(self) -> str:
+        sql = self._insert_text.get("admit")
+        if sql is None:
+            jobs = '"' + self.table.name.replace('"', '""').replace("%", "%%") + '"'
+            leases = '"' + self.leases.name.replace('"', '""').replace("%", "%%") + '"'
+            live = (
+                f"FROM {leases} l JOIN {jobs} held ON held.id = l.job_id AND held.locked_by = l.locked_by "
+                "WHERE l.concurrency_key = ANY(%(keys)s::varchar[]) AND l.job_id <> ALL(%(ids)s::bigint[])"
+            )
+            sql = (
+                "WITH cand AS (SELECT * FROM unnest(%(ids)s::bigint[], %(keys)s::varchar[], "
+                "%(limits)s::int[]) WITH ORDINALITY AS c(job_id, key, lim, ord)), "
+                f"live AS (SELECT l.concurrency_key AS key, count(*) AS n {live} "
+                "AND held.locked_at >= %(stale)s GROUP BY l.concurrency_key), "
+                "ranked AS (SELECT c.job_id, c.key, c.lim, coalesce(live.n, 0) "
+                "+ row_number() OVER (PARTITION BY c.key ORDER BY c.ord) AS nth "
+                "FROM cand c LEFT JOIN live ON live.key = c.key), "
+                f"dead AS (DELETE FROM {leases} d WHERE d.concurrency_key = ANY(%(keys)s::varchar[]) "
+                f"AND d.job_id <> ALL(%(ids)s::bigint[]) AND NOT EXISTS (SELECT 1 FROM {jobs} h "
+                "WHERE h.id = d.job_id AND h.locked_by = d.locked_by AND h.locked_at >= %(stale)s)), "
+                f"granted AS (INSERT INTO {leases} (job_id, concurrency_key, locked_by, created_at) "
+                "SELECT job_id, key, %(worker)s, %(now)s FROM ranked WHERE nth <= lim "
+                "ON CONFLICT (job_id) DO UPDATE SET concurrency_key = EXCLUDED.concurrency_key, "
+                "locked_by = EXCLUDED.locked_by, created_at = EXCLUDED.created_at RETURNING job_id), "
+                f"back AS (UPDATE {jobs} SET locked_at = NULL, locked_by = NULL "
+                "WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(worker)s "
+                "AND id NOT IN (SELECT job_id FROM granted)) "
+                "SELECT job_id FROM granted"
+            )
+            self._insert_text["admit"] = sql
+        return sql
 
     def db_now_utc(self) -> Any:
         return sa.func.timezone("UTC", sa.func.statement_timestamp(), type_=sa.DateTime())
