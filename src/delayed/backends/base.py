@@ -77,8 +77,9 @@ class Backend:
         return self.engine.connect().execution_options(**AUTOCOMMIT)
 
     def write_connection(self) -> Connection:
-        """A connection for short multi-statement write transactions: the completer's outcomes,
-        the cron scheduler's ticks (MySQL overrides it: READ COMMITTED)."""
+        """A connection for short write transactions: the completer's outcomes, releases and
+        reclaims, the cron scheduler's ticks (MySQL overrides it: READ COMMITTED, so an UPDATE
+        that scans rows other workers hold never waits on them)."""
         return self.engine.connect()
 
     def waiter(self, listen: bool) -> Waiter:
@@ -215,15 +216,22 @@ class Backend:
             .values(locked_at=None, locked_by=None)
         )
 
-    def release_leases(self, conn: Connection, job_ids: Sequence[int]) -> int:
-        """Delete the leases of `job_ids` on `conn` (in the caller's transaction, if any).
+    def release_leases(self, conn: Connection, job_ids: Sequence[int], locked_by: str | None = None) -> int:
+        """Delete the leases of `job_ids` (held by `locked_by`, when given) on `conn`, in the
+        caller's transaction if any.
 
         Every path that unlocks a row frees its slot by itself (a lease counts only while its
         job is locked by the holder), so this is housekeeping; releasing twice is harmless.
-        The worker registry's dead-host rescue calls it with the rows it unlocks."""
+        Pass `locked_by` when the rows may have changed hands since: another worker's live
+        lease on the same job must stay. The worker registry's dead-host rescue calls it with
+        the rows it unlocks and the dead worker's name."""
         if not job_ids:
             return 0
-        return conn.execute(self.leases.delete().where(self.leases.c.job_id.in_(list(job_ids)))).rowcount
+        lease = self.leases
+        stmt = lease.delete().where(lease.c.job_id.in_(list(job_ids)))
+        if locked_by is not None:
+            stmt = stmt.where(lease.c.locked_by == locked_by)
+        return conn.execute(stmt).rowcount
 
     def order(self) -> tuple[Any, ...]:
         t = self.table
@@ -274,7 +282,10 @@ class Backend:
         retries: list[dict[str, Any]] = []
         fails: list[dict[str, Any]] = []
         held: list[dict[str, Any]] = []  # failures that keep their unique key
-        leased = [outcome.id for outcome in outcomes if outcome.leased]
+        leased: dict[str, list[int]] = {}
+        for outcome in outcomes:
+            if outcome.leased:
+                leased.setdefault(outcome.locked_by, []).append(outcome.id)
         for outcome in outcomes:
             if outcome.kind == "delete":
                 deletes.setdefault(outcome.locked_by, []).append(outcome.id)
@@ -309,8 +320,8 @@ class Backend:
                 conn.execute(self._unlocking_update("failed_at", free_unique_key=True), fails)
             if held:
                 conn.execute(self._unlocking_update("failed_at"), held)
-            if leased:
-                self.release_leases(conn, leased)
+            for holder, ids in leased.items():
+                self.release_leases(conn, ids, holder)
             if retries:
                 self.notify(conn)
 
@@ -346,28 +357,30 @@ class Backend:
         ids: Sequence[int] | None = None,
         exclude: Sequence[int] = (),
     ) -> int:
-        """Clear the locks `locked_by` holds on live rows (all, or just `ids`, minus `exclude`)."""
+        """Clear the locks `locked_by` holds on live rows (all, or just `ids`, minus `exclude`).
+
+        Without `ids`, the rows are first found by a plain read, then updated by primary key:
+        an UPDATE that searched by `locked_by` (no index serves it) would lock, or on MySQL wait
+        on, every row it scans, including rows other workers' transactions hold (issue 11
+        item 7). The UPDATE re-checks `locked_by`, so a row that changed hands is left alone.
+        The rows' concurrency leases are deleted in the same transaction.
+        """
         t = self.table
-        stmt = (
-            t.update()
-            .where(t.c.locked_by == locked_by, t.c.failed_at.is_(None))
-            .values(locked_at=None, locked_by=None, updated_at=utcnow())
-        )
-        if ids is not None:
+        mine = sa.and_(t.c.locked_by == locked_by, t.c.failed_at.is_(None))
+        with conn.begin():
+            if ids is None:
+                ids = list(conn.execute(sa.select(t.c.id).where(mine)).scalars())
+            ids = sorted(set(ids) - set(exclude))
             if not ids:
                 return 0
-            stmt = stmt.where(t.c.id.in_(list(ids)))
-        if exclude:
-            stmt = stmt.where(t.c.id.not_in(list(exclude)))
-        lease = self.leases
-        drop = lease.delete().where(lease.c.locked_by == locked_by)
-        if ids is not None:
-            drop = drop.where(lease.c.job_id.in_(list(ids)))
-        if exclude:
-            drop = drop.where(lease.c.job_id.not_in(list(exclude)))
-        with conn.begin():
+            stmt = (
+                t.update()
+                .where(t.c.id.in_(ids), mine)
+                .values(locked_at=None, locked_by=None, updated_at=utcnow())
+            )
             count = conn.execute(stmt).rowcount
-            conn.execute(drop)
+            # Their leases go too (a lease of an unlocked row is dead anyway: housekeeping).
+            self.release_leases(conn, ids, locked_by)
             if count:
                 self.notify(conn)
         return count
