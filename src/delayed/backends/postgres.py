@@ -376,6 +376,14 @@ class PostgresBackend(Backend):
         sql = self._admit_sql()
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
+            if _pipeline_supported():  # all four in one round trip; the server runs them in order
+                with driver.pipeline():
+                    driver.execute("BEGIN")
+                    driver.execute("SET LOCAL enable_sort = on")
+                    driver.execute(_LOCK_KEYS, params, prepare=True)
+                    cursor = driver.execute(sql, params, prepare=True)
+                    driver.execute("COMMIT")
+                return {int(row[0]) for row in cursor.fetchall()}
             with driver.cursor() as cursor:
                 cursor.execute("BEGIN; SET LOCAL enable_sort = on")
                 cursor.execute(_LOCK_KEYS, params, prepare=True)
