@@ -172,6 +172,9 @@ def job(
     priority: int | str | None = None,
     max_attempts: int | None = None,
     max_run_time: float | timedelta | None = None,
+    unique: Unique | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    concurrency_limit: int | None = None,
 ) -> Any:
     """Turn a function into a Job class: `@delayed.job(queue="mail")` then `f.perform_later(...)`."""
 
@@ -187,6 +190,9 @@ def job(
             "priority": priority,
             "max_attempts": max_attempts,
             "max_run_time": max_run_time,
+            "unique": unique,
+            "concurrency_key": concurrency_key,
+            "concurrency_limit": concurrency_limit,
             "func": staticmethod(func),
             "__doc__": func.__doc__,
             "__module__": func.__module__,

@@ -67,3 +67,21 @@ def test_concurrency_keys() -> None:
             concurrency_limit = 0
 
             def perform(self) -> None: ...
+
+
+def test_the_decorator_takes_both() -> None:
+    @delayed.job(
+        name="tests.unit.unique.decorated",
+        unique=delayed.Unique(by_args=["account"]),
+        concurrency_key="acct:{0}",
+        concurrency_limit=3,
+    )
+    def decorated(account: int, note: str = "") -> None: ...
+
+    unique = decorated.unique
+    assert unique is not None
+    assert unique.key(decorated, [1], {"note": "a"}, "q", AT) == unique.key(
+        decorated, [], {"account": 1}, "q", AT
+    )
+    assert resolve_key("d", decorated.concurrency_key, [5], {}) == "acct:5"
+    assert decorated.concurrency_limit == 3

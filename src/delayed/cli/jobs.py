@@ -269,7 +269,7 @@ def _describe(record: JobRecord, config: Config) -> str:
         ("lock", _lock_text(record, config, now)),
         ("unique_key", _clean(record.unique_key) if record.unique_key is not None else "-"),
         (
-            "concurrency",
+            "limited by",
             f"{_clean(record.concurrency_key)} (limit {record.concurrency_limit})"
             if record.concurrency_key is not None
             else "-",
