@@ -109,7 +109,7 @@ class Backend:
     # A keyed row runs only while it holds a lease. A claim takes keyed rows whose key looks
     # free (capacity_clause: rows of a key at its limit are skipped in the same statement,
     # so they never hold up other rows nor make a worker spin), then `_admit` grants the
-    # leases atomically per key (lock_key, then a conditional INSERT counting live leases),
+    # leases atomically per key (lock_keys, count live leases, INSERT what fits),
     # and gives back at once, unchanged, a row that lost the race for the last slot.
     def live_leases(self, key: Any, stale: datetime) -> Any:
         """SELECT count(*) of the live leases of `key`: the lease's job is still locked by the
@@ -134,21 +134,27 @@ class Backend:
             self.live_leases(t.c.concurrency_key, stale) < t.c.concurrency_limit,
         )
 
-    def lock_key(self, conn: Connection, key: str) -> bool:
-        """Serialise lease grants of one key until the transaction ends (dialects override;
-        SQLite needs nothing: its writer holds the whole database). False: not locked."""
-        return True
+    def lock_keys(self, conn: Connection, keys: list[str]) -> list[str]:
+        """Serialise lease grants of `keys` (sorted) until the transaction ends; returns the
+        keys locked. Dialects override; SQLite needs nothing: its writer holds the database
+        from the transaction's first write on."""
+        return keys
 
-    def unlock_key(self, conn: Connection, key: str) -> None:
-        """After the commit, release what `lock_key` took when it outlives transactions."""
+    def unlock_keys(self, conn: Connection, keys: list[str]) -> None:
+        """After the commit, release what `lock_keys` took when it outlives transactions."""
 
     def _admit(
         self, claim_conn: Connection, records: list[JobRecord], worker_name: str, lock_timeout: float
     ) -> list[JobRecord]:
         """Grant each claimed keyed row a lease, within its key's limit; unlock the others.
 
-        In its own transaction on a write connection (`claim_conn` is the claim's, which
-        dialects may use when it can carry a transaction cheaply)."""
+        One transaction on a write connection, a fixed number of statements whatever the
+        number of keys: the keys' locks; the leases a previous claim of these rows left (dead)
+        and the keys' other dead leases deleted; the live leases counted per key; the rows
+        that fit (pickup order) granted in one INSERT; the others given back. Deciding in
+        Python between the count and the INSERT is safe only because every grant of these keys
+        happens under the same locks (`claim_conn` is the claim's, which a dialect may use
+        when it can carry the transaction cheaply)."""
         keyed = [r for r in records if r.concurrency_key is not None]
         if not keyed:
             return records
@@ -156,56 +162,65 @@ class Backend:
         now = utcnow()
         stale = now - timedelta(seconds=lock_timeout)
         keys = sorted({r.concurrency_key for r in keyed if r.concurrency_key is not None})
-        rejected: set[int] = set()
+        granted: list[dict[str, Any]] = []
         locked: list[str] = []
         with self.write_connection() as conn:
             try:
                 with conn.begin():
-                    for key in keys:  # sorted: two claims never wait on each other's keys
-                        rows = [r for r in keyed if r.concurrency_key == key]
-                        if not self.lock_key(conn, key):
-                            rejected.update(r.id for r in rows)
-                            continue
-                        locked.append(key)
-                        # Leases of a key are granted and cleaned only under its lock (a row's key
-                        # never changes): a lease left by an earlier claim of one of these
-                        # rows, and the key's other dead leases, go first.
-                        conn.execute(lease.delete().where(lease.c.job_id.in_([r.id for r in rows])))
-                        self._drop_dead_leases(conn, key, stale)
-                        for record in rows:
-                            if not self._grant(conn, record, worker_name, now, stale):
-                                rejected.add(record.id)
+                    ids = [r.id for r in keyed]
+                    locked = self.lock_keys(conn, keys)  # before touching any lease row
+                    if locked:
+                        # A write before any read (SQLite takes its writer lock here). A row's
+                        # key never changes, so its old lease is under the same lock.
+                        conn.execute(lease.delete().where(lease.c.job_id.in_(ids)))
+                        self._drop_dead_leases(conn, locked, stale)
+                        live = self._count_live(conn, locked, stale)
+                        for record in keyed:  # pickup order
+                            key = record.concurrency_key
+                            if key in live and live[key] < (record.concurrency_limit or 1):
+                                live[key] += 1
+                                granted.append(
+                                    {
+                                        "job_id": record.id,
+                                        "concurrency_key": key,
+                                        "locked_by": worker_name,
+                                        "created_at": now,
+                                    }
+                                )
+                        if granted:
+                            conn.execute(lease.insert(), granted)
+                    rejected = sorted(set(ids) - {g["job_id"] for g in granted})
                     if rejected:
-                        self._give_back(conn, worker_name, sorted(rejected))
+                        self._give_back(conn, worker_name, rejected)
             finally:
-                for key in locked:
-                    self.unlock_key(conn, key)
-        return [r for r in records if r.id not in rejected]
+                if locked:
+                    self.unlock_keys(conn, locked)
+        admitted = {g["job_id"] for g in granted}
+        return [r for r in records if r.concurrency_key is None or r.id in admitted]
 
-    def _grant(
-        self, conn: Connection, record: JobRecord, worker_name: str, now: datetime, stale: datetime
-    ) -> bool:
+    def _count_live(self, conn: Connection, keys: list[str], stale: datetime) -> dict[str, int]:
+        """Live leases per key (every key of `keys` present, 0 when none)."""
         lease = self.leases
-        values = sa.select(
-            sa.literal(record.id, type_=lease.c.job_id.type),
-            sa.literal(record.concurrency_key, type_=sa.String()),
-            sa.literal(worker_name, type_=sa.String()),
-            sa.literal(now, type_=lease.c.created_at.type),
-        ).where(
-            self.live_leases(sa.literal(record.concurrency_key, type_=sa.String()), stale)
-            < (record.concurrency_limit or 1)
+        held = self.table.alias("held")
+        query = (
+            sa.select(lease.c.concurrency_key, sa.func.count())
+            .select_from(
+                lease.join(held, sa.and_(held.c.id == lease.c.job_id, held.c.locked_by == lease.c.locked_by))
+            )
+            .where(lease.c.concurrency_key.in_(keys), held.c.locked_at >= stale)
+            .group_by(lease.c.concurrency_key)
         )
-        stmt = lease.insert().from_select(["job_id", "concurrency_key", "locked_by", "created_at"], values)
-        # RETURNING, not rowcount: SQLAlchemy does not promise an INSERT's rowcount.
-        return conn.execute(stmt.returning(lease.c.job_id)).first() is not None
+        live = dict.fromkeys(keys, 0)
+        live.update({key: int(n) for key, n in conn.execute(query)})
+        return live
 
-    def _drop_dead_leases(self, conn: Connection, key: str, stale: datetime) -> None:
-        """Delete the key's dead leases (under its lock), so the table stays the running set."""
+    def _drop_dead_leases(self, conn: Connection, keys: list[str], stale: datetime) -> None:
+        """Delete the keys' dead leases (under their locks), so the table stays the running set."""
         lease, t = self.leases, self.table
         alive = sa.select(t.c.id).where(
             t.c.id == lease.c.job_id, t.c.locked_by == lease.c.locked_by, t.c.locked_at >= stale
         )
-        conn.execute(lease.delete().where(lease.c.concurrency_key == key, ~alive.exists()))
+        conn.execute(lease.delete().where(lease.c.concurrency_key.in_(keys), ~alive.exists()))
 
     def _give_back(self, conn: Connection, worker_name: str, ids: list[int]) -> None:
         """Unlock rows that got no slot: no attempt counted, ready again for later."""

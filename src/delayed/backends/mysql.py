@@ -65,16 +65,20 @@ class MySQLBackend(Backend):
         report a found row, since SQLAlchemy sets CLIENT.FOUND_ROWS)."""
         return table.insert().prefix_with("IGNORE")
 
-    def lock_key(self, conn: Connection, key: str) -> bool:
-        """GET_LOCK on a name made from the table and key (64 characters at most): a named
-        lock held by this session until `unlock_key`, after the commit, so the next holder
-        counts the leases this one committed. Waits up to 10 s, then the key's rows are
-        given back for a later claim."""
-        got = conn.execute(sa.text("SELECT GET_LOCK(:name, 10)"), {"name": self._lock_name(key)}).scalar()
-        return got == 1
+    def lock_keys(self, conn: Connection, keys: list[str]) -> list[str]:
+        """GET_LOCK on names made from the table and each key (64 characters at most), all in
+        one statement, evaluated left to right in the sorted order: named locks this session
+        holds until `unlock_keys`, after the commit, so the next holder counts the leases this
+        one committed. A key not locked within 10 s is left out (its rows are given back)."""
+        names = {f"n{i}": self._lock_name(key) for i, key in enumerate(keys)}
+        got = conn.execute(
+            sa.text("SELECT " + ", ".join(f"GET_LOCK(:{param}, 10)" for param in names)), names
+        ).one()
+        return [key for key, value in zip(keys, got, strict=True) if value == 1]
 
-    def unlock_key(self, conn: Connection, key: str) -> None:
-        conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._lock_name(key)})
+    def unlock_keys(self, conn: Connection, keys: list[str]) -> None:
+        names = {f"n{i}": self._lock_name(key) for i, key in enumerate(keys)}
+        conn.execute(sa.text("SELECT " + ", ".join(f"RELEASE_LOCK(:{param})" for param in names)), names)
 
     def _lock_name(self, key: str) -> str:
         digest = hashlib.sha256(f"{self.table.name}\0{key}".encode()).hexdigest()[:40]

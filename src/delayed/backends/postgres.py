@@ -331,11 +331,6 @@ class PostgresBackend(Backend):
         digest = hashlib.sha256(f"{self.table.name}\0{key}".encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
-    def lock_key(self, conn: Connection, key: str) -> bool:
-        """pg_advisory_xact_lock on a 64-bit hash of (table, key): held to the commit."""
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": self._lock_id(key)})
-        return True
-
     def _admit(
         self, claim_conn: Connection, records: list[JobRecord], worker_name: str, lock_timeout: float
     ) -> list[JobRecord]:
