@@ -76,8 +76,8 @@ class PostgresWaiter(Waiter):
             try:
                 driver = raw.driver_connection
                 driver.autocommit = True
-                channel = notify_channel(self.backend.table).replace('"', '""')
-                driver.execute(f'LISTEN "{channel}"')
+                preparer = self.backend.engine.dialect.identifier_preparer
+                driver.execute(f"LISTEN {preparer.quote_identifier(notify_channel(self.backend.table))}")
             except Exception:
                 raw.invalidate()
                 raise
