@@ -233,3 +233,64 @@ def test_mysql_step_cut_short_by_a_crash_runs_again(mysql_db) -> None:
         assert {runs.name, entries.name} <= set(sa.inspect(mysql_db.engine).get_table_names())
     finally:
         _drop(mysql_db.engine, names)
+
+
+# ----------------------------------------------------------------------------- issue 11 item 9
+def _migrate_enqueue_work(url: str, configured: str) -> None:
+    set_config(build_config(environ={}, overrides={"database_url": url, "table_name": configured}))
+    performed.clear()
+    table = schema.get_table(configured)
+    engine = delayed.db.create_engine(url)
+    try:
+        assert [item.version for item in schema.apply(engine, table)] == [1, 2]
+        Remember.perform_later("quoted")
+        assert delayed.Worker(sleep_delay=0.05).run(exit_on_complete=True, install_signals=False) == 0
+        assert [value for kind, (value, *_rest) in performed if kind == "remember"] == ["quoted"]
+    finally:
+        _drop(engine, schema.TableNames.for_jobs(configured))
+        engine.dispose()
+
+
+def test_a_name_that_needs_quoting_works_everywhere(db) -> None:
+    """A reserved word in mixed case: only an identifier preparer gets every statement right
+    (DDL, the PostgreSQL extras and trigger, LISTEN, claims, outcomes)."""
+    _migrate_enqueue_work(db.url, "Select")
+
+
+def test_a_schema_qualified_table_name_on_postgresql(pg) -> None:
+    schema_name = f"mig_s{uuid.uuid4().hex[:6]}"
+    pg.execute(f"CREATE SCHEMA {schema_name}")
+    try:
+        _migrate_enqueue_work(pg.url, f"{schema_name}.jobs")
+        with pg.engine.connect() as conn:
+            assert "jobs" not in sa.inspect(conn).get_table_names()  # not in public
+    finally:
+        pg.execute(f"DROP SCHEMA {schema_name} CASCADE")
+
+
+INJECTIONS = [
+    'v" SET (fillfactor=90);DROP TABLE victim;--',
+    "jobs; DROP TABLE x",
+    "a.b.c",
+    "1jobs",
+    "",
+    "jobs ",
+]
+
+
+@pytest.mark.parametrize("name", INJECTIONS)
+def test_table_name_accepts_plain_identifiers_only(name: str) -> None:
+    with pytest.raises(
+        delayed.ConfigError, match=r"environment variable DELAYED_TABLE_NAME: \[delayed\] table_name"
+    ):
+        build_config(environ={"DELAYED_TABLE_NAME": name})
+    with pytest.raises(ValueError, match="is not a plain table name"):
+        schema.make_table(name, sa.MetaData())
+
+
+def test_table_name_too_long_for_the_dialect_is_a_config_error() -> None:
+    fits = "j" * 47
+    build_config(environ={"DELAYED_TABLE_NAME": fits, "DELAYED_DATABASE_URL": "postgresql://u@h/d"})
+    with pytest.raises(delayed.ConfigError, match="must fit postgresql's 63-character limit, so at most 47"):
+        build_config(environ={"DELAYED_TABLE_NAME": fits + "j", "DELAYED_DATABASE_URL": "postgresql://u@h/d"})
+    build_config(environ={"DELAYED_TABLE_NAME": fits + "j", "DELAYED_DATABASE_URL": "sqlite:///x.db"})
