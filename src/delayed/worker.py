@@ -50,7 +50,7 @@ from .schema import check_current, get_table
 
 log = logging.getLogger("delayed.worker")
 
-LOCKED_BY_LENGTH = 255  # the locked_by column (schema.py)
+LOCKED_BY_LENGTH = 255  # the locked_by column (schema/tables.py)
 GATHER = 0.002  # seconds a backlogged worker waits for more free threads before a claim
 # Failed claims in a row (with the usual back-off: ~15 s in all) after which a worker that
 # exits when idle gives up on a database that fails for a reason other than a missing table
