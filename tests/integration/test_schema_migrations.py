@@ -78,7 +78,8 @@ def test_fresh_database_gets_every_step_with_one_version_row_each(family: Family
 @pytest.mark.parametrize("made_by", ["last release (jobs only)", "cron release (jobs + cron tables)"])
 def test_upgrade_in_place_keeps_queued_jobs_and_runs_them(family: Family, made_by: str) -> None:
     """The issue's test: a table made by the previous release, jobs queued, `delayed migrate`
-    (the real CLI), then a real worker runs every job."""
+    (the real CLI once, in-process for the cron release's table), then a real worker runs
+    every job."""
     family.run_baseline_of_last_release()
     if made_by.startswith("cron"):
         with family.engine.begin() as conn:
