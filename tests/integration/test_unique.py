@@ -179,7 +179,8 @@ def test_ddl_of_the_migration_step() -> None:
     from sqlalchemy.dialects import mysql, postgresql, sqlite
 
     for dialect in (postgresql.dialect(), mysql.dialect(), sqlite.dialect()):
-        text = "\n".join(delayed.schema.unique_step_ddl(dialect))
+        [step] = [s for s in delayed.schema.STEPS if s.version == 4]
+        text = "\n".join(step.statements(dialect, delayed.schema.TableNames.for_jobs()))
         assert "ADD COLUMN unique_key" in text and "CREATE UNIQUE INDEX uq_delayed_jobs_unique_key" in text
         assert "CREATE TABLE delayed_job_leases" in text
 

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..record import JobRecord, Outcome
-from ..schema import leases_table
+from ..schema import leases_table, qualified
 from ..timeutil import utcnow
-from .dedupe import has_unique, insert_deduplicated
+from .dedupe import has_unique, insert_deduplicated, without_unset
 
 log = logging.getLogger("delayed.backend")
 
@@ -66,7 +66,7 @@ class Backend:
     def __init__(self, engine: Engine, table: sa.Table) -> None:
         self.engine = engine
         self.table = table
-        self.leases = leases_table(table.name)
+        self.leases = leases_table(qualified(table))
 
     # -- connections -------------------------------------------------------------------
     def connect(self, durable_claims: bool = False) -> Connection:
@@ -491,6 +491,7 @@ class Backend:
     def _insert_plain(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         """Insert rows without unique keys; ids in input order."""
         t = self.table
+        rows = without_unset(rows)
         if len(rows) == 1:
             result = conn.execute(t.insert().values(**rows[0]))
             return [int(result.inserted_primary_key[0])]

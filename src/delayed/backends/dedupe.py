@@ -25,6 +25,23 @@ FindExisting = Callable[[Sequence[str]], dict[str, int]]
 _TRIES = 5
 
 
+OPTIONAL_COLUMNS = ("unique_key", "concurrency_key", "concurrency_limit")
+
+
+def sent_columns(rows: Rows, columns: Sequence[str]) -> list[str]:
+    """`columns` minus the step-4 columns that are NULL in every row: a plain enqueue names
+    none of them, so it still works on a table not yet migrated to step 4 (and sends less)."""
+    return [c for c in columns if c not in OPTIONAL_COLUMNS or any(row.get(c) is not None for row in rows)]
+
+
+def without_unset(rows: Rows) -> Rows:
+    """The rows without the step-4 keys that are NULL in every row (see sent_columns)."""
+    unset = [c for c in OPTIONAL_COLUMNS if all(row.get(c) is None for row in rows)]
+    if not unset:
+        return rows
+    return [{k: v for k, v in row.items() if k not in unset} for row in rows]
+
+
 def has_unique(rows: Rows) -> bool:
     """Whether any row carries a unique key (the plain path is taken otherwise)."""
     return any(row.get("unique_key") is not None for row in rows)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from .dedupe import has_unique, insert_deduplicated
+from .dedupe import has_unique, insert_deduplicated, sent_columns
 
 _COLUMNS = (
     "priority",
@@ -64,6 +64,11 @@ def insert_django(connection: Any, table_name: str, rows: list[dict[str, Any]]) 
     return _insert(connection, table_name, rows)
 
 
+def _quoted(connection: Any, table_name: str) -> str:
+    quote = connection.ops.quote_name
+    return ".".join(quote(part) for part in table_name.split("."))  # schema.table
+
+
 def _insert_keyed(
     connection: Any, table_name: str, rows: list[dict[str, Any]]
 ) -> dict[str, tuple[int, bool]]:
@@ -80,7 +85,9 @@ def _insert_keyed(
     with connection.cursor() as cursor:
         for row in rows:
             params = [_value(row.get(c), convert) for c in _COLUMNS]
-            cursor.execute(f"INSERT INTO {quote(table_name)} ({columns}) VALUES {one} {tail}", params)
+            cursor.execute(
+                f"INSERT INTO {_quoted(connection, table_name)} ({columns}) VALUES {one} {tail}", params
+            )
             found = cursor.fetchone()
             if found is not None:
                 answered[row["unique_key"]] = (int(found[0]), found[1] == row["handler"])
@@ -92,7 +99,7 @@ def _find_keys(connection: Any, table_name: str, keys: Sequence[str]) -> dict[st
     marks = ", ".join(["%s"] * len(keys))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {quote('unique_key')}, {quote('id')} FROM {quote(table_name)} "
+            f"SELECT {quote('unique_key')}, {quote('id')} FROM {_quoted(connection, table_name)} "
             f"WHERE {quote('unique_key')} IN ({marks})",
             list(keys),
         )
@@ -101,9 +108,10 @@ def _find_keys(connection: Any, table_name: str, keys: Sequence[str]) -> dict[st
 
 def _insert(connection: Any, table_name: str, rows: list[dict[str, Any]]) -> list[int]:
     quote = connection.ops.quote_name
-    table = quote(table_name)
-    columns = ", ".join(quote(c) for c in _COLUMNS)
-    one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    table = ".".join(quote(part) for part in table_name.split("."))  # schema.table
+    sent = sent_columns(rows, _COLUMNS)
+    columns = ", ".join(quote(c) for c in sent)
+    one = "(" + ", ".join(["%s"] * len(sent)) + ")"
     convert = _sqlite_datetime if connection.vendor == "sqlite" else None
     ids: list[int] = []
     with connection.cursor() as cursor:
@@ -112,7 +120,7 @@ def _insert(connection: Any, table_name: str, rows: list[dict[str, Any]]) -> lis
             # Ids of one statement come from one sequence in row order, so sorting restores it.
             for start in range(0, len(rows), _CHUNK):
                 chunk = rows[start : start + _CHUNK]
-                params = [_value(row.get(c), convert) for row in chunk for c in _COLUMNS]
+                params = [_value(row.get(c), convert) for row in chunk for c in sent]
                 values = ", ".join([one] * len(chunk))
                 cursor.execute(
                     f"INSERT INTO {table} ({columns}) VALUES {values} RETURNING {quote('id')}", params
@@ -120,7 +128,7 @@ def _insert(connection: Any, table_name: str, rows: list[dict[str, Any]]) -> lis
                 ids.extend(sorted(int(r[0]) for r in cursor.fetchall()))
         else:  # MySQL: no RETURNING; one row per statement, its id from lastrowid
             for row in rows:
-                params = [_value(row.get(c), convert) for c in _COLUMNS]
+                params = [_value(row.get(c), convert) for c in sent]
                 cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {one}", params)
                 ids.append(int(cursor.lastrowid))
     return ids

@@ -100,8 +100,8 @@ class PostgresWaiter(Waiter):
             try:
                 driver = raw.driver_connection
                 driver.autocommit = True
-                channel = notify_channel(self.backend.table).replace('"', '""')
-                driver.execute(f'LISTEN "{channel}"')
+                preparer = self.backend.engine.dialect.identifier_preparer
+                driver.execute(f"LISTEN {preparer.quote_identifier(notify_channel(self.backend.table))}")
             except Exception:
                 raw.invalidate()
                 raise
@@ -194,7 +194,7 @@ class PostgresBackend(Backend):
         key = self._claim_key(flt)
         statement = self._claim_sql.get(key)
         if statement is None:
-            name = self.table.name.replace('"', '""')
+            name = self._quoted_table()
             filters = ""
             if key[0]:
                 filters += " AND queue = ANY(:queues)"
@@ -203,8 +203,8 @@ class PostgresBackend(Backend):
             if key[2]:
                 filters += " AND priority <= :max_priority"
             sql = (
-                f'UPDATE "{name}" SET locked_at = :now, locked_by = :worker '
-                f'WHERE id = ANY(ARRAY(SELECT id FROM "{name}" '
+                f"UPDATE {name} SET locked_at = :now, locked_by = :worker "
+                f"WHERE id = ANY(ARRAY(SELECT id FROM {name} "
                 "WHERE failed_at IS NULL AND run_at <= :now "
                 f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
                 f"AND (concurrency_key IS NULL OR {self._live_leases_sql()} < concurrency_limit) "
@@ -306,24 +306,22 @@ class PostgresBackend(Backend):
         cache_key = "delete+leases" if leased else "delete"
         sql = self._insert_text.get(cache_key)
         if sql is None:
-            name = self.table.name.replace('"', '""').replace("%", "%%")
-            sql = f'DELETE FROM "{name}" WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(locked_by)s'
+            name = self._quoted_table().replace("%", "%%")  # psycopg's placeholders
+            sql = f"DELETE FROM {name} WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(locked_by)s"
             if leased:
-                leases = self.leases.name.replace('"', '""').replace("%", "%%")
-                sql = (
-                    f"WITH gone AS ({sql} RETURNING id) "
-                    f'DELETE FROM "{leases}" WHERE job_id IN (SELECT id FROM gone)'
-                )
+                leases = self._quoted_table(self.leases).replace("%", "%%")
+                gone = "SELECT id FROM gone"
+                sql = f"WITH gone AS ({sql} RETURNING id) DELETE FROM {leases} WHERE job_id IN ({gone})"
             self._insert_text[cache_key] = sql
         return sql
 
     def _live_leases_sql(self) -> str:
         """The claim's count of live leases of the outer row's key (see Backend.live_leases)."""
-        name = self.table.name.replace('"', '""')
-        leases = self.leases.name.replace('"', '""')
+        name = self._quoted_table()
+        leases = self._quoted_table(self.leases)
         return (
-            f'(SELECT count(*) FROM "{leases}" l JOIN "{name}" held ON held.id = l.job_id '
-            f'AND held.locked_by = l.locked_by WHERE l.concurrency_key = "{name}".concurrency_key '
+            f"(SELECT count(*) FROM {leases} l JOIN {name} held ON held.id = l.job_id "
+            f"AND held.locked_by = l.locked_by WHERE l.concurrency_key = {name}.concurrency_key "
             "AND held.locked_at >= :stale)"
         )
 
@@ -397,8 +395,8 @@ class PostgresBackend(Backend):
     def _admit_sql(self) -> str:
         sql = self._insert_text.get("admit")
         if sql is None:
-            jobs = '"' + self.table.name.replace('"', '""').replace("%", "%%") + '"'
-            leases = '"' + self.leases.name.replace('"', '""').replace("%", "%%") + '"'
+            jobs = self._quoted_table().replace("%", "%%")
+            leases = self._quoted_table(self.leases).replace("%", "%%")
             live = (
                 f"FROM {leases} l JOIN {jobs} held ON held.id = l.job_id AND held.locked_by = l.locked_by "
                 "WHERE l.concurrency_key = ANY(%(keys)s::varchar[]) AND l.job_id <> ALL(%(ids)s::bigint[])"
@@ -604,6 +602,13 @@ class PostgresBackend(Backend):
                 params[column] = values
         return self._insert_sql("".join(shape)), params
 
+    def _quoted_table(self, table: sa.Table | None = None) -> str:
+        """A table's name for SQL text (the jobs table by default), schema-qualified and quoted
+        by SQLAlchemy (never by hand)."""
+        return str(
+            self.engine.dialect.identifier_preparer.format_table(table if table is not None else self.table)
+        )
+
     @staticmethod
     def _single_shape(row: dict[str, Any]) -> str:
         """One row: "v" per column sent, "n" for an optional column left NULL (not sent)."""
@@ -616,7 +621,7 @@ class PostgresBackend(Backend):
         the key too, since skipped rows leave holes in the returned ids."""
         sql = self._insert_text.get(shape)
         if sql is None:
-            name = self.table.name.replace('"', '""').replace("%", "%%")  # psycopg's placeholders
+            name = self._quoted_table().replace("%", "%%")  # psycopg's placeholders
             kinds = shape[1:] if shape.startswith("1") else shape
             sent = [(c, kind) for c, kind in zip(_INSERT_COLUMNS, kinds, strict=True) if kind != "n"]
             columns = ", ".join(c for c, _ in sent)
@@ -637,7 +642,7 @@ class PostgresBackend(Backend):
             returning = "RETURNING id"
             if any(c == "unique_key" for c, _ in sent):
                 returning = "ON CONFLICT (unique_key) DO NOTHING RETURNING id, unique_key"
-            sql = self._insert_text[shape] = f'INSERT INTO "{name}" ({columns}) {source} {returning}'
+            sql = self._insert_text[shape] = f"INSERT INTO {name} ({columns}) {source} {returning}"
         return sql
 
     def notify(self, conn: Connection) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import sql
 
-from .dedupe import has_unique, insert_deduplicated
+from .dedupe import has_unique, insert_deduplicated, sent_columns
 
 _COLUMNS = (
     "priority",
@@ -43,16 +43,17 @@ def insert_psycopg(conn: Any, table_name: str, rows: list[dict[str, Any]]) -> li
 
 
 def _insert(conn: Any, table_name: str, rows: list[dict[str, Any]], skip_taken: bool) -> list[int]:
-    table = sql.Identifier(table_name)
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
+    table = sql.Identifier(*table_name.split("."))
+    sent = sent_columns(rows, _COLUMNS)
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in sent)
     ids: list[int] = []
     with conn.cursor() as cursor:
         for start in range(0, len(rows), 1000):
             chunk = rows[start : start + 1000]
-            one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)))
+            one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(sent)))
             values = sql.SQL(", ").join([one] * len(chunk))
             query = sql.SQL("INSERT INTO {} ({}) VALUES {} RETURNING id").format(table, columns, values)
-            params = [row.get(c) for row in chunk for c in _COLUMNS]
+            params = [row.get(c) for row in chunk for c in sent]
             cursor.execute(query, params)
             ids.extend(sorted(int(r[0]) for r in cursor.fetchall()))
     return ids
@@ -60,7 +61,7 @@ def _insert(conn: Any, table_name: str, rows: list[dict[str, Any]], skip_taken: 
 
 def _insert_keyed(conn: Any, table_name: str, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
     """One insert-or-skip per row: (row, id) for the rows inserted."""
-    table = sql.Identifier(table_name)
+    table = sql.Identifier(*table_name.split("."))
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
     one = sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS))
     query = sql.SQL(
@@ -78,7 +79,7 @@ def _insert_keyed(conn: Any, table_name: str, rows: list[dict[str, Any]]) -> lis
 
 def _find_keys(conn: Any, table_name: str, keys: Sequence[str]) -> dict[str, int]:
     query = sql.SQL("SELECT unique_key, id FROM {} WHERE unique_key = ANY(%s)").format(
-        sql.Identifier(table_name)
+        sql.Identifier(*table_name.split("."))
     )
     with conn.cursor() as cursor:
         cursor.execute(query, [list(keys)])
