@@ -149,26 +149,58 @@ def _missing_cron_tables(
 
 
 # ------------------------------------------------------------------ 4: unique jobs, concurrency leases
+def _step4_columns(table: sa.Table) -> list[sa.Column[object]]:
+    return [table.c.unique_key, table.c.concurrency_key, table.c.concurrency_limit]
+
+
+def _add_column(table: sa.Table, column: sa.Column[object], dialect: Dialect) -> str:
+    prep = dialect.identifier_preparer
+    kind = column.type.compile(dialect=dialect)
+    return f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.quote(column.name)} {kind}"
+
+
 def _unique_and_leases(dialect: Dialect, names: TableNames) -> list[str]:
     """Issue 13: the jobs table's nullable unique_key, concurrency_key and concurrency_limit
     (added in place on a table full of jobs), their indexes, and the leases table."""
     table = get_table(names.configured)
-    prep = dialect.identifier_preparer
-    quoted = prep.format_table(table)
-    statements = [
-        f"ALTER TABLE {quoted} ADD COLUMN {prep.quote(column.name)} {column.type.compile(dialect=dialect)}"
-        for column in (table.c.unique_key, table.c.concurrency_key, table.c.concurrency_limit)
-    ]
+    statements = [_add_column(table, column, dialect) for column in _step4_columns(table)]
     statements += [
         str(CreateIndex(index).compile(dialect=dialect)).strip() for index in unique_indexes(table)
     ]
     return statements + create_table(leases_table(names.configured), dialect)
 
 
+def _adopt_unique(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """A table that has step 4's columns without a version row (a version table dropped, or
+    a pre-release build of issue 13): complete what is missing instead of adding twice."""
+    if not inspector.has_table(names.jobs, schema=names.schema):
+        return None
+    columns = {c["name"] for c in inspector.get_columns(names.jobs, schema=names.schema)}
+    table = get_table(names.configured)
+    if not columns & {c.name for c in _step4_columns(table)}:
+        return None
+    statements = [_add_column(table, c, dialect) for c in _step4_columns(table) if c.name not in columns]
+    existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
+    statements += [
+        str(CreateIndex(index).compile(dialect=dialect)).strip()
+        for index in unique_indexes(table)
+        if index.name not in existing
+    ]
+    leases = leases_table(names.configured)
+    if not inspector.has_table(leases.name, schema=leases.schema):
+        statements += create_table(leases, dialect)
+    return statements
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
     Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
-    Step(4, "unique keys and concurrency limits: three job columns, the leases table", _unique_and_leases),
+    Step(
+        4,
+        "unique keys and concurrency limits: three job columns, the leases table",
+        _unique_and_leases,
+        _adopt_unique,
+    ),
 )
 
 
