@@ -120,7 +120,16 @@ def mysql_loop(url: str, batch: int, me: str, counters: Counters) -> None:
                 if not ids:
                     return
                 marks = ",".join(["%s"] * len(ids))
-                cur.execute(f"DELETE FROM delayed_jobs WHERE id IN ({marks}) AND locked_by = %s", (*ids, me))
+                while True:  # an autocommit DELETE can deadlock too (with another's claim): again
+                    try:
+                        cur.execute(
+                            f"DELETE FROM delayed_jobs WHERE id IN ({marks}) AND locked_by = %s", (*ids, me)
+                        )
+                        break
+                    except pymysql.err.OperationalError as exc:
+                        if exc.args[0] not in (1205, 1213):
+                            raise
+                        counters["retries"] += 1
                 counters["jobs"] += len(ids)
     finally:
         conn.close()
