@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .tables import TableNames, cron_tables, get_table, index_applies
+from .tables import TableNames, cron_tables, get_table, index_applies, make_table
 
 Statements = Callable[[Dialect, TableNames], list[str]]
 Adopt = Callable[[sa.Inspector, Dialect, TableNames], list[str] | None]
@@ -85,7 +85,7 @@ def postgres_extras(table: sa.Table, dialect: Dialect) -> list[str]:
 
 # ------------------------------------------------------------------ 1: the baseline jobs table
 def _baseline(dialect: Dialect, names: TableNames) -> list[str]:
-    table = get_table(names.configured)
+    table = make_table(names.configured, sa.MetaData(), version=1)  # the first release's shape
     statements = create_table(table, dialect)
     if dialect.name == "postgresql":
         statements += postgres_extras(table, dialect)
@@ -96,7 +96,7 @@ def _adopt_baseline(inspector: sa.Inspector, dialect: Dialect, names: TableNames
     """An old jobs table: create its missing indexes and (PostgreSQL) re-apply the extras."""
     if not inspector.has_table(names.jobs, schema=names.schema):
         return None
-    table = get_table(names.configured)
+    table = make_table(names.configured, sa.MetaData(), version=1)
     existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
     statements = [
         str(CreateIndex(index).compile(dialect=dialect)).strip()
@@ -135,9 +135,25 @@ def _missing_cron_tables(
     return statements
 
 
+def new_indexes(table: sa.Table, version: int, dialect: Dialect) -> list[str]:
+    """CREATE INDEX for the indexes of `table` marked `info=since(version)` on `dialect`."""
+    return [
+        str(CreateIndex(index).compile(dialect=dialect)).strip()
+        for index in sorted(table.indexes, key=lambda i: i.name or "")
+        if index.info.get("since") == version and index_applies(index, dialect)
+    ]
+
+
+# ------------------------------------------------------------------ 6: the failed-jobs list index
+def _failed_list(dialect: Dialect, names: TableNames) -> list[str]:
+    """The dashboard's failed list at a million rows (bench/README.md, web_million.py)."""
+    return new_indexes(get_table(names.configured), 6, dialect)
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
     Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
+    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list),
 )
 
 

@@ -97,13 +97,27 @@ def _meta_for(configured: str) -> sa.MetaData:
     return metadata if configured == DEFAULT_TABLE_NAME else sa.MetaData()
 
 
-def make_table(name: str = DEFAULT_TABLE_NAME, meta: sa.MetaData | None = None) -> sa.Table:
-    """Build the jobs table under `name` (index names follow the table name)."""
+def since(version: int) -> dict[str, int]:
+    """`info=since(N)` marks a column or index added by step N (absent from earlier shapes)."""
+    return {"since": version}
+
+
+def _in_shape(item: sa.Column[object] | sa.Index, version: int | None) -> bool:
+    return version is None or item.info.get("since", 1) <= version
+
+
+def make_table(
+    name: str = DEFAULT_TABLE_NAME, meta: sa.MetaData | None = None, version: int | None = None
+) -> sa.Table:
+    """Build the jobs table under `name` (index names follow the table name).
+
+    `version=None` is the latest shape; `version=N` the shape after step N (columns and indexes
+    marked `info=since(M)` with M > N left out), so step 1 creates exactly the table the first
+    release made and each later step adds its own columns and indexes to it.
+    """
     meta = metadata if meta is None else meta
     schema, bare = split_table_name(name)
-    table = sa.Table(
-        bare,
-        meta,
+    columns = [
         sa.Column("id", _BigId, primary_key=True, autoincrement=True),
         sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -117,8 +131,16 @@ def make_table(name: str = DEFAULT_TABLE_NAME, meta: sa.MetaData | None = None) 
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("created_at", _Timestamp, nullable=True),
         sa.Column("updated_at", _Timestamp, nullable=True),
-        schema=schema,
-    )
+    ]
+    table = sa.Table(bare, meta, *[c for c in columns if _in_shape(c, version)], schema=schema)
+    _add_indexes(table, bare)
+    for index in [i for i in table.indexes if not _in_shape(i, version)]:
+        table.indexes.discard(index)
+    return table
+
+
+def _add_indexes(table: sa.Table, bare: str) -> None:
+    """The jobs table's indexes (an Index attaches itself to its table)."""
     sa.Index(f"index_{bare}_on_name", table.c.name)
     sa.Index(
         f"idx_{bare}_live",
@@ -147,7 +169,25 @@ def make_table(name: str = DEFAULT_TABLE_NAME, meta: sa.MetaData | None = None) 
         postgresql_where=table.c.failed_at.isnot(None),
         sqlite_where=table.c.failed_at.isnot(None),
     ).ddl_if(callable_=lambda ddl, target, bind, dialect, **kw: dialect.name in ("postgresql", "sqlite"))
-    return table
+    # Step 6: the dashboard's failed-jobs list (newest first, filtered by queue, priority or
+    # name) as an index-only scan; it changes only when a job fails, is retried or discarded,
+    # never on the claim path. MySQL has no partial indexes: there it would index every row.
+    sa.Index(
+        f"idx_{bare}_failed_list",
+        table.c.id,
+        postgresql_include=["queue", "priority", "name"],
+        postgresql_where=table.c.failed_at.isnot(None),
+        info=since(6),
+    ).ddl_if(dialect="postgresql")
+    sa.Index(
+        f"idx_{bare}_failed_list",
+        table.c.id,
+        table.c.queue,
+        table.c.priority,
+        table.c.name,
+        sqlite_where=table.c.failed_at.isnot(None),
+        info=since(6),
+    ).ddl_if(dialect="sqlite")
 
 
 jobs = make_table()
