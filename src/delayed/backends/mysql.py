@@ -58,7 +58,9 @@ class MySQLBackend(Backend):
         super().__init__(engine, table)
         self._skip_locked = skip_locked
         self._direct = engine.dialect.driver == "pymysql"
-        self._name = "`" + table.name.replace("`", "``").replace("%", "%%") + "`"
+        # The table as SQL text, schema-qualified and quoted by SQLAlchemy (never by hand);
+        # % doubled for PyMySQL's placeholders.
+        self._name = str(engine.dialect.identifier_preparer.format_table(table)).replace("%", "%%")
         self._claim_raw: dict[tuple[int, bool, bool], str] = {}
 
     def connect(self, durable_claims: bool = False) -> Connection:

@@ -71,7 +71,7 @@ def _pack(values: list[Any]) -> str | None:
 
 
 def insert_statement(
-    table_name: str, chunk: list[dict[str, Any]], binary: bool = True
+    quoted_table: str, chunk: list[dict[str, Any]], binary: bool = True
 ) -> tuple[str, dict[str, Any]]:
     """`INSERT ... SELECT ... FROM unnest(arrays) RETURNING id` and its parameters, for any
     number of rows (the backend's inserts, and `using=` a caller's psycopg connection).
@@ -102,13 +102,14 @@ def insert_statement(
         else:
             shape.append("a")
             params[column] = values
-    return _insert_sql(table_name, "".join(shape), binary), params
+    return _insert_sql(quoted_table, "".join(shape), binary), params
 
 
 @functools.lru_cache(maxsize=256)
-def _insert_sql(table_name: str, shape: str | None, binary: bool) -> str:
-    """The INSERT for one row (shape None) or for arrays shaped as `insert_statement` says."""
-    name = table_name.replace('"', '""').replace("%", "%%")  # psycopg's placeholders
+def _insert_sql(quoted_table: str, shape: str | None, binary: bool) -> str:
+    """The INSERT for one row (shape None) or for arrays shaped as `insert_statement` says;
+    `quoted_table`: the table as SQL text, quoted (and schema-qualified) by the caller."""
+    name = quoted_table.replace("%", "%%")  # psycopg's placeholders
     columns = ", ".join(_INSERT_COLUMNS)
     if shape is None:
         source = "VALUES (" + ", ".join(f"%({c})s" for c in _INSERT_COLUMNS) + ")"
@@ -128,7 +129,7 @@ def _insert_sql(table_name: str, shape: str | None, binary: bool) -> str:
                 else:
                     sources.append(f"%({column}){'b' if binary else 's'}::{cast}[]")
         source = f"SELECT {', '.join(exprs)} FROM unnest({', '.join(sources)}) AS u({', '.join(arrays)})"
-    return f'INSERT INTO "{name}" ({columns}) {source} RETURNING id'
+    return f"INSERT INTO {name} ({columns}) {source} RETURNING id"
 
 
 @functools.cache
@@ -153,8 +154,8 @@ class PostgresWaiter(Waiter):
             try:
                 driver = raw.driver_connection
                 driver.autocommit = True
-                channel = notify_channel(self.backend.table).replace('"', '""')
-                driver.execute(f'LISTEN "{channel}"')
+                preparer = self.backend.engine.dialect.identifier_preparer
+                driver.execute(f"LISTEN {preparer.quote_identifier(notify_channel(self.backend.table))}")
             except Exception:
                 raw.invalidate()
                 raise
@@ -247,7 +248,7 @@ class PostgresBackend(Backend):
         key = self._claim_key(flt)
         statement = self._claim_sql.get(key)
         if statement is None:
-            name = self.table.name.replace('"', '""')
+            name = self._quoted_table()
             filters = ""
             if key[0]:
                 filters += " AND queue = ANY(:queues)"
@@ -256,8 +257,8 @@ class PostgresBackend(Backend):
             if key[2]:
                 filters += " AND priority <= :max_priority"
             sql = (
-                f'UPDATE "{name}" SET locked_at = :now, locked_by = :worker '
-                f'WHERE id = ANY(ARRAY(SELECT id FROM "{name}" '
+                f"UPDATE {name} SET locked_at = :now, locked_by = :worker "
+                f"WHERE id = ANY(ARRAY(SELECT id FROM {name} "
                 "WHERE failed_at IS NULL AND run_at <= :now "
                 f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
                 "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)) "
@@ -355,8 +356,8 @@ class PostgresBackend(Backend):
     def _delete_sql(self) -> str:
         sql = self._insert_text.get("delete")
         if sql is None:
-            name = self.table.name.replace('"', '""').replace("%", "%%")
-            sql = f'DELETE FROM "{name}" WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(locked_by)s'
+            name = self._quoted_table().replace("%", "%%")  # psycopg's placeholders
+            sql = f"DELETE FROM {name} WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(locked_by)s"
             self._insert_text["delete"] = sql
         return sql
 
@@ -478,10 +479,14 @@ class PostgresBackend(Backend):
         )
 
     def _insert_many(self, chunk: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-        return insert_statement(self.table.name, chunk)
+        return insert_statement(self._quoted_table(), chunk)
+
+    def _quoted_table(self) -> str:
+        """The table's name for SQL text, schema-qualified and quoted by SQLAlchemy (never by hand)."""
+        return str(self.engine.dialect.identifier_preparer.format_table(self.table))
 
     def _insert_sql(self, shape: str | None) -> str:
-        return _insert_sql(self.table.name, shape, True)
+        return _insert_sql(self._quoted_table(), shape, True)
 
     def notify(self, conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(self.table)})

@@ -49,7 +49,8 @@ class SQLiteBackend(Backend):
         self._to_text = timestamp.bind_processor(engine.dialect) or (lambda value: value)
         self._from_text = timestamp.result_processor(engine.dialect, None) or (lambda value: value)
         self._claim_raw: dict[tuple[int, bool, bool], str] = {}
-        self._name = '"' + table.name.replace('"', '""') + '"'
+        # The table as SQL text, schema-qualified and quoted by SQLAlchemy (never by hand).
+        self._name = str(engine.dialect.identifier_preparer.format_table(table))
 
     def db_now_utc(self) -> sa.ColumnElement[Any]:
         """UTC with milliseconds; 'now' is fixed for the whole statement."""
