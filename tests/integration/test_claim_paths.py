@@ -3,12 +3,16 @@ connection goes through SQLAlchemy. Both must claim the same rows and read them 
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 import delayed
+from delayed import schema
 from delayed.backends import ClaimFilter, backend_for
+from delayed.config import build_config, set_config
 from delayed.record import Outcome
 from delayed.timeutil import utcnow
 from tests.jobs.sample_jobs import Remember
@@ -82,3 +86,34 @@ def test_a_claim_takes_at_most_its_limit_and_a_success_batch_deletes_only_its_ow
         backend.complete(conn, [Outcome("delete", i, "w1") for i in (*ids[:2], ids[3])])
     assert [db.row(i) is None for i in ids] == [True, True, False, False, False]
     assert db.row(ids[3])["locked_by"] == "w2"
+
+
+def test_the_direct_paths_work_on_a_schema_qualified_table(db) -> None:
+    """The claim and success-batch SQL the backends send to the driver themselves quote the
+    table with SQLAlchemy's preparer, schema part included (SQLite's `main`, MySQL's
+    database, PostgreSQL's `public`)."""
+    if db.backend == "sqlite":
+        owner = "main"
+    elif db.backend == "mysql":
+        owner = sa.make_url(db.url).database
+    else:
+        owner = "public"
+    configured = f"{owner}.direct_{uuid.uuid4().hex[:6]}"
+    set_config(build_config(environ={}, overrides={"database_url": db.url, "table_name": configured}))
+    table = schema.get_table(configured)
+    engine = delayed.db.create_engine(db.url)
+    try:
+        schema.apply(engine, table)
+        ids = [Remember.perform_later(i) for i in range(3)]
+        assert delayed.Worker(sleep_delay=0.05).run(exit_on_complete=True, install_signals=False) == 0
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
+        assert len(ids) == 3
+    finally:
+        names = schema.TableNames.for_jobs(configured)
+        with engine.begin() as conn:
+            for name in (names.versions, names.cron_entries, names.cron_runs, names.jobs):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {names.jobs}_notify()")
+        engine.dispose()
