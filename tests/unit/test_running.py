@@ -72,6 +72,14 @@ def test_the_master_reads_what_a_killed_child_started_and_did_not_end() -> None:
         table.close()
 
 
+def test_a_closed_table_reads_as_empty() -> None:
+    table = RunningTable(1)
+    table.start(0, 5, 1.0, 2.0)
+    table.close()
+    table.close()  # twice is harmless
+    assert table.read() == ([], 0)
+
+
 def test_a_table_needs_a_slot() -> None:
     with pytest.raises(ValueError, match="at least one slot, not 0"):
         RunningTable(0)

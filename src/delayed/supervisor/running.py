@@ -92,9 +92,12 @@ class RunningTable:
 
     # -- the master's side -----------------------------------------------------------------
     def read(self) -> tuple[list[Running], int]:
-        """The jobs running now (started, not ended), and how many jobs ended in all."""
+        """The jobs running now (started, not ended), and how many jobs ended in all
+        (nothing once closed: the master is done with that child)."""
         running: list[Running] = []
         done = 0
+        if self._map.closed:
+            return running, done
         for slot in range(self.slots):
             job_id, started, max_run_time, ended = _SLOT.unpack_from(self._map, slot * SLOT_SIZE)
             done += ended
