@@ -134,6 +134,17 @@ class Backend:
             self.live_leases(t.c.concurrency_key, stale) < t.c.concurrency_limit,
         )
 
+    def capacity_sql(self, jobs_sql: str, placeholder: str) -> str:
+        """capacity_clause as SQL text for a dialect's hand-written claim (`jobs_sql`: the jobs
+        table as quoted SQL text, unaliased in the claim; `placeholder`: the stale time)."""
+        leases = str(self.engine.dialect.identifier_preparer.format_table(self.leases))
+        return (
+            f"(concurrency_key IS NULL OR (SELECT count(*) FROM {leases} l JOIN {jobs_sql} held "
+            "ON held.id = l.job_id AND held.locked_by = l.locked_by "
+            f"WHERE l.concurrency_key = {jobs_sql}.concurrency_key AND held.locked_at >= {placeholder}) "
+            "< concurrency_limit)"
+        )
+
     def lock_keys(self, conn: Connection, keys: list[str]) -> list[str]:
         """Serialise lease grants of `keys` (sorted) until the transaction ends; returns the
         keys locked. Dialects override; SQLite needs nothing: its writer holds the database

@@ -24,15 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .tables import (
-    TableNames,
-    cron_tables,
-    get_table,
-    index_applies,
-    leases_table,
-    make_table,
-    unique_indexes,
-)
+from .tables import TableNames, cron_tables, get_table, index_applies, leases_table, make_table
 
 Statements = Callable[[Dialect, TableNames], list[str]]
 Adopt = Callable[[sa.Inspector, Dialect, TableNames], list[str] | None]
@@ -92,13 +84,8 @@ def postgres_extras(table: sa.Table, dialect: Dialect) -> list[str]:
 
 
 # ------------------------------------------------------------------ 1: the baseline jobs table
-def _baseline_table(configured: str) -> sa.Table:
-    """The jobs table as the first release made it (later steps add their columns)."""
-    return make_table(configured, sa.MetaData(), version=1)
-
-
 def _baseline(dialect: Dialect, names: TableNames) -> list[str]:
-    table = _baseline_table(names.configured)
+    table = make_table(names.configured, sa.MetaData(), version=1)  # the first release's shape
     statements = create_table(table, dialect)
     if dialect.name == "postgresql":
         statements += postgres_extras(table, dialect)
@@ -109,7 +96,7 @@ def _adopt_baseline(inspector: sa.Inspector, dialect: Dialect, names: TableNames
     """An old jobs table: create its missing indexes and (PostgreSQL) re-apply the extras."""
     if not inspector.has_table(names.jobs, schema=names.schema):
         return None
-    table = _baseline_table(names.configured)
+    table = make_table(names.configured, sa.MetaData(), version=1)
     existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
     statements = [
         str(CreateIndex(index).compile(dialect=dialect)).strip()
@@ -148,6 +135,15 @@ def _missing_cron_tables(
     return statements
 
 
+def new_indexes(table: sa.Table, version: int, dialect: Dialect) -> list[str]:
+    """CREATE INDEX for the indexes of `table` marked `info=since(version)` on `dialect`."""
+    return [
+        str(CreateIndex(index).compile(dialect=dialect)).strip()
+        for index in sorted(table.indexes, key=lambda i: i.name or "")
+        if index.info.get("since") == version and index_applies(index, dialect)
+    ]
+
+
 # ------------------------------------------------------------------ 4: unique jobs, concurrency leases
 def _step4_columns(table: sa.Table) -> list[sa.Column[object]]:
     return [table.c.unique_key, table.c.concurrency_key, table.c.concurrency_limit]
@@ -164,9 +160,7 @@ def _unique_and_leases(dialect: Dialect, names: TableNames) -> list[str]:
     (added in place on a table full of jobs), their indexes, and the leases table."""
     table = get_table(names.configured)
     statements = [_add_column(table, column, dialect) for column in _step4_columns(table)]
-    statements += [
-        str(CreateIndex(index).compile(dialect=dialect)).strip() for index in unique_indexes(table)
-    ]
+    statements += new_indexes(table, 4, dialect)
     return statements + create_table(leases_table(names.configured), dialect)
 
 
@@ -182,14 +176,25 @@ def _adopt_unique(inspector: sa.Inspector, dialect: Dialect, names: TableNames) 
     statements = [_add_column(table, c, dialect) for c in _step4_columns(table) if c.name not in columns]
     existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
     statements += [
-        str(CreateIndex(index).compile(dialect=dialect)).strip()
-        for index in unique_indexes(table)
+        statement
+        for index, statement in zip(_step4_indexes(table), new_indexes(table, 4, dialect), strict=True)
         if index.name not in existing
     ]
     leases = leases_table(names.configured)
     if not inspector.has_table(leases.name, schema=leases.schema):
         statements += create_table(leases, dialect)
     return statements
+
+
+def _step4_indexes(table: sa.Table) -> list[sa.Index]:
+    """In new_indexes' order (by name)."""
+    return sorted((i for i in table.indexes if i.info.get("since") == 4), key=lambda i: i.name or "")
+
+
+# ------------------------------------------------------------------ 6: the failed-jobs list index
+def _failed_list(dialect: Dialect, names: TableNames) -> list[str]:
+    """The dashboard's failed list at a million rows (bench/README.md, web_million.py)."""
+    return new_indexes(get_table(names.configured), 6, dialect)
 
 
 STEPS: tuple[Step, ...] = (
@@ -201,6 +206,7 @@ STEPS: tuple[Step, ...] = (
         _unique_and_leases,
         _adopt_unique,
     ),
+    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list),
 )
 
 

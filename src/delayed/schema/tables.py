@@ -33,7 +33,6 @@ The version table (`delayed_schema_migrations`): one row per applied step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -100,22 +99,27 @@ def _meta_for(configured: str) -> sa.MetaData:
     return metadata if configured == DEFAULT_TABLE_NAME else sa.MetaData()
 
 
-# Columns (and their indexes) added by later steps: the step that adds them, so step 1 can
-# build the table exactly as the first release made it (`make_table(version=1)`).
-UNIQUE_STEP = 4
+def since(version: int) -> dict[str, int]:
+    """`info=since(N)` marks a column or index added by step N (absent from earlier shapes)."""
+    return {"since": version}
+
+
+def _in_shape(item: sa.Column[object] | sa.Index, version: int | None) -> bool:
+    return version is None or item.info.get("since", 1) <= version
 
 
 def make_table(
     name: str = DEFAULT_TABLE_NAME, meta: sa.MetaData | None = None, version: int | None = None
 ) -> sa.Table:
-    """Build the jobs table under `name` (index names follow the table name): the latest
-    shape, or as of schema `version` (step 1 creates the baseline, later steps add to it)."""
+    """Build the jobs table under `name` (index names follow the table name).
+
+    `version=None` is the latest shape; `version=N` the shape after step N (columns and indexes
+    marked `info=since(M)` with M > N left out), so step 1 creates exactly the table the first
+    release made and each later step adds its own columns and indexes to it.
+    """
     meta = metadata if meta is None else meta
     schema, bare = split_table_name(name)
-    later = [] if version is not None and version < UNIQUE_STEP else _unique_columns()
-    table = sa.Table(
-        bare,
-        meta,
+    columns = [
         sa.Column("id", _BigId, primary_key=True, autoincrement=True),
         sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -129,12 +133,26 @@ def make_table(
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("created_at", _Timestamp, nullable=True),
         sa.Column("updated_at", _Timestamp, nullable=True),
-        *later,
-        schema=schema,
-    )
+        # Step 4 (issue 13): unique jobs and concurrency limits, nullable (added in place).
+        sa.Column("unique_key", sa.String(255), nullable=True, info=since(4)),
+        sa.Column("concurrency_key", sa.String(255), nullable=True, info=since(4)),
+        sa.Column("concurrency_limit", sa.Integer, nullable=True, info=since(4)),
+    ]
+    table = sa.Table(bare, meta, *[c for c in columns if _in_shape(c, version)], schema=schema)
+    _add_indexes(table, bare)
+    if "unique_key" in table.c:
+        # NULLs never collide in a UNIQUE index on PostgreSQL, SQLite and MariaDB: only keyed
+        # rows compete for a key, and every dialect's insert-or-skip relies on this index.
+        sa.Index(f"uq_{bare}_unique_key", table.c.unique_key, unique=True, info=since(4))
+        sa.Index(f"ix_{bare}_concurrency_key", table.c.concurrency_key, info=since(4))
+    for index in [i for i in table.indexes if not _in_shape(i, version)]:
+        table.indexes.discard(index)
+    return table
+
+
+def _add_indexes(table: sa.Table, bare: str) -> None:
+    """The jobs table's indexes (an Index attaches itself to its table)."""
     sa.Index(f"index_{bare}_on_name", table.c.name)
-    if later:
-        _unique_indexes(table, bare)
     sa.Index(
         f"idx_{bare}_live",
         table.c.priority,
@@ -162,29 +180,25 @@ def make_table(
         postgresql_where=table.c.failed_at.isnot(None),
         sqlite_where=table.c.failed_at.isnot(None),
     ).ddl_if(callable_=lambda ddl, target, bind, dialect, **kw: dialect.name in ("postgresql", "sqlite"))
-    return table
-
-
-def _unique_columns() -> list[sa.Column[Any]]:
-    """Step 4 (issue 13): unique jobs and concurrency limits, nullable (added in place)."""
-    return [
-        sa.Column("unique_key", sa.String(255), nullable=True),
-        sa.Column("concurrency_key", sa.String(255), nullable=True),
-        sa.Column("concurrency_limit", sa.Integer, nullable=True),
-    ]
-
-
-def _unique_indexes(table: sa.Table, bare: str) -> None:
-    # NULLs never collide in a UNIQUE index on PostgreSQL, SQLite and MariaDB: only keyed rows
-    # compete for a key, and every dialect's insert-or-skip relies on this index.
-    sa.Index(f"uq_{bare}_unique_key", table.c.unique_key, unique=True)
-    sa.Index(f"ix_{bare}_concurrency_key", table.c.concurrency_key)
-
-
-def unique_indexes(table: sa.Table) -> list[sa.Index]:
-    """The jobs table's step-4 indexes (what the step creates)."""
-    wanted = {f"uq_{table.name}_unique_key", f"ix_{table.name}_concurrency_key"}
-    return sorted((i for i in table.indexes if i.name in wanted), key=lambda i: i.name or "")
+    # Step 6: the dashboard's failed-jobs list (newest first, filtered by queue, priority or
+    # name) as an index-only scan; it changes only when a job fails, is retried or discarded,
+    # never on the claim path. MySQL has no partial indexes: there it would index every row.
+    sa.Index(
+        f"idx_{bare}_failed_list",
+        table.c.id,
+        postgresql_include=["queue", "priority", "name"],
+        postgresql_where=table.c.failed_at.isnot(None),
+        info=since(6),
+    ).ddl_if(dialect="postgresql")
+    sa.Index(
+        f"idx_{bare}_failed_list",
+        table.c.id,
+        table.c.queue,
+        table.c.priority,
+        table.c.name,
+        sqlite_where=table.c.failed_at.isnot(None),
+        info=since(6),
+    ).ddl_if(dialect="sqlite")
 
 
 jobs = make_table()
