@@ -197,6 +197,15 @@ def _failed_list(dialect: Dialect, names: TableNames) -> list[str]:
     return new_indexes(get_table(names.configured), 6, dialect)
 
 
+def _adopt_failed_list(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """Adoption (no version rows) of a table whose step-6 index exists: record it, do not make
+    it twice (the index name is the step's only object)."""
+    if not inspector.has_table(names.jobs, schema=names.schema):
+        return None
+    existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
+    return [] if f"idx_{names.jobs}_failed_list" in existing else None
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
     Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
@@ -206,7 +215,7 @@ STEPS: tuple[Step, ...] = (
         _unique_and_leases,
         _adopt_unique,
     ),
-    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list),
+    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list, _adopt_failed_list),
 )
 
 
