@@ -20,6 +20,29 @@ class Noop(delayed.Job, name="bench.noop"):
         return None
 
 
+class UniqueNoop(delayed.Job, name="bench.unique_noop"):
+    """A no-op unique by its argument (every enqueue of the scenario is new: the insert-or-skip
+    path's cost, not the skipping)."""
+
+    unique = delayed.Unique(by_args=True)
+
+    def perform(self, index: int) -> None:
+        return None
+
+
+KEYS = 1000  # "many keys": KeyedNoop rows are spread over this many concurrency keys
+
+
+class KeyedNoop(delayed.Job, name="bench.keyed_noop"):
+    """A no-op under a concurrency key (one of KEYS) with limit 1: the lease path's cost."""
+
+    concurrency_key = lambda index: f"k:{index % KEYS}"  # noqa: E731
+    concurrency_limit = 1
+
+    def perform(self, index: int) -> None:
+        return None
+
+
 class Probe(delayed.Job, name="bench.probe"):
     """Sends "index t_enqueue t_start" to the harness first thing (latency scenario)."""
 

@@ -31,6 +31,13 @@ def main() -> None:
             if args.mode == "single":
                 for _ in range(n):
                     bench_jobs.Noop.perform_later()
+            elif args.mode == "single-unique":
+                for i in range(n):
+                    bench_jobs.UniqueNoop.perform_later(i)
+            elif args.mode == "bulk-unique":
+                delayed.enqueue_many(bench_jobs.UniqueNoop.build(i) for i in range(n))
+            elif args.mode == "bulk-keyed":
+                delayed.enqueue_many(bench_jobs.KeyedNoop.build(i) for i in range(n))
             else:
                 delayed.enqueue_many(bench_jobs.Noop.build() for _ in range(n))
         emit({"seconds": t.seconds, "count": n})

@@ -48,7 +48,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["setup", "enqueue", "work", "probe", "settings"])
     parser.add_argument("dsn")
-    parser.add_argument("--mode", choices=["single", "bulk"], default="bulk")
+    # single-unique / bulk-unique / bulk-keyed: pydelayed's unique and concurrency-keyed jobs
+    parser.add_argument(
+        "--mode", choices=["single", "bulk", "single-unique", "bulk-unique", "bulk-keyed"], default="bulk"
+    )
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--interval", type=float, default=0.02)

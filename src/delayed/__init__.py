@@ -29,12 +29,13 @@ from .errors import (
 )
 from .job import Job, job
 from .priority import Priority
-from .record import JobRecord, Outcome
+from .record import EnqueueResult, JobRecord, Outcome
 from .recurring import cron
 from .registry import registered_jobs
 from .schema import get_table, metadata
 from .schema import jobs as jobs_table
 from .schema import migrate as _migrate
+from .unique import Unique
 from .web import settings as _web_settings  # noqa: F401 - declares [web] (no Starlette import)
 from .worker import Worker
 
@@ -45,12 +46,14 @@ __all__ = [
     "DelayedError",
     "EnqueueError",
     "EnqueueRequest",
+    "EnqueueResult",
     "HandlerError",
     "Job",
     "JobRecord",
     "Outcome",
     "Priority",
     "SerializationError",
+    "Unique",
     "UnknownJobError",
     "UnknownPriorityError",
     "Worker",

@@ -27,11 +27,14 @@ import sqlalchemy as sa
 from . import config as _config
 from . import events
 from .backends import backend_for, insert_rows
+from .concurrency import check_limit, resolve_key
 from .db import describe_error, get_engine, redact
 from .errors import EnqueueError, SerializationError
 from .priority import resolve as resolve_priority
+from .record import EnqueueResult
 from .schema import get_table
 from .timeutil import to_naive_utc, to_seconds, utcnow
+from .unique import check_explicit_key
 
 if TYPE_CHECKING:  # typing only: job.py imports this module
     from .job import Job
@@ -106,6 +109,9 @@ class EnqueueOptions:
     run_at: datetime | None = None
     wait: float | None = None
     using: Any = None
+    unique_key: str | None = None
+    concurrency_key: Any = None
+    concurrency_limit: int | None = None
 
 
 @dataclass
@@ -120,6 +126,9 @@ class EnqueueRequest:
     run_at: datetime
     job_id: str
     enqueued_at: datetime
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
     def handler(self) -> str:
         if not enqueue_extensions:
@@ -153,6 +162,9 @@ class EnqueueRequest:
             "name": self.job_class.job_name,
             "created_at": self.enqueued_at,
             "updated_at": self.enqueued_at,
+            "unique_key": self.unique_key,
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
         }
 
 
@@ -183,18 +195,31 @@ class ConfiguredJob:
         return build(self.job_class, self.options, args, kwargs)
 
     def perform_later(self, *args: Any, **kwargs: Any) -> int:
+        """Insert the job; returns its id (the existing row's when a unique job is a duplicate)."""
         request = self.build(*args, **kwargs)
         return enqueue_many([request], using=self.options.using)[0]
 
 
+_OPTION_NAMES = frozenset(
+    {"priority", "queue", "wait", "wait_until", "using", "unique_key", "concurrency_key", "concurrency_limit"}
+)
+
+
 def merge_options(base: EnqueueOptions, options: dict[str, Any]) -> EnqueueOptions:
-    unknown = set(options) - {"priority", "queue", "wait", "wait_until", "using"}
+    unknown = set(options) - _OPTION_NAMES
     if unknown:
         raise TypeError(
             f"set() got unknown option(s) {sorted(unknown)}; "
-            "use priority=, queue=, wait=, wait_until= or using="
+            "use priority=, queue=, wait=, wait_until=, using=, unique_key=, concurrency_key= "
+            "or concurrency_limit="
         )
     changes: dict[str, Any] = {}
+    if options.get("unique_key") is not None:
+        changes["unique_key"] = check_explicit_key(options["unique_key"])
+    if options.get("concurrency_key") is not None:
+        changes["concurrency_key"] = options["concurrency_key"]
+    if options.get("concurrency_limit") is not None:
+        changes["concurrency_limit"] = check_limit("set()", options["concurrency_limit"])
     if "priority" in options:
         changes["priority"] = options["priority"]
     if "queue" in options:
@@ -240,7 +265,20 @@ def build(
         run_at = now + timedelta(seconds=options.wait)
     else:
         run_at = now
-    return EnqueueRequest(job_class, list(args), dict(kwargs), priority_value, queue, run_at, _uuid4(), now)
+    request = EnqueueRequest(
+        job_class, list(args), dict(kwargs), priority_value, queue, run_at, _uuid4(), now
+    )
+    if options.unique_key is not None:
+        request.unique_key = options.unique_key
+    elif job_class.unique is not None:
+        request.unique_key = job_class.unique.key(job_class, args, kwargs, queue, run_at)
+    key = options.concurrency_key if options.concurrency_key is not None else job_class.concurrency_key
+    if key is not None:
+        request.concurrency_key = resolve_key(job_class.job_name, key, args, kwargs)
+        if request.concurrency_key is not None:
+            limit = options.concurrency_limit or job_class.concurrency_limit or 1
+            request.concurrency_limit = limit
+    return request
 
 
 # timeutil.utcnow's naive UTC "now", at a tenth of the cost where datetime.utcnow() is not
@@ -250,15 +288,19 @@ NO_OPTIONS = EnqueueOptions()  # frozen: one shared instance for build()/perform
 
 
 # ----------------------------------------------------------------------------- enqueue
-def enqueue_many(requests: Iterable[EnqueueRequest], using: Any = None) -> list[int]:
+def enqueue_many(requests: Iterable[EnqueueRequest], using: Any = None) -> EnqueueResult:
     """Insert many jobs in one statement (per 1,000 rows); returns their ids in order.
+
+    The answer is a list of ids as before (an EnqueueResult): for a unique job whose key was
+    taken (by a queued or running row, or an earlier item of the batch) nothing is inserted,
+    its id is the existing row's and `result.duplicates[i]` is True.
 
     `using`: a SQLAlchemy Connection or Session, or a psycopg Connection, to join its
     transaction; without it the jobs are committed at once on the configured database.
     """
     batch = list(requests)
     if not batch:
-        return []
+        return EnqueueResult()
     if enqueue_wrappers:
         with ExitStack() as stack:
             for wrapper in list(enqueue_wrappers):
@@ -267,7 +309,7 @@ def enqueue_many(requests: Iterable[EnqueueRequest], using: Any = None) -> list[
     return _insert_batch(batch, using)
 
 
-def _insert_batch(batch: list[EnqueueRequest], using: Any) -> list[int]:
+def _insert_batch(batch: list[EnqueueRequest], using: Any) -> EnqueueResult:
     table = get_table(_config.get_config().table_name)
     rows = [request.row() for request in batch]
     jobs = [request.job_class.job_name for request in batch]
@@ -281,7 +323,11 @@ def _insert_batch(batch: list[EnqueueRequest], using: Any) -> list[int]:
             if using is not None:
                 raise  # the caller's own transaction: let its error handling see the original
             raise _enqueue_error(jobs, exc) from exc
+        if not isinstance(ids, EnqueueResult):
+            ids = EnqueueResult(ids)
         payload["ids"] = ids
+        payload["duplicates"] = ids.duplicates
+        payload["duplicate"] = any(ids.duplicates)
     return ids
 
 

@@ -133,7 +133,7 @@ class Executor:
         with self._lock:
             self.succeeded += 1
         log.debug("Job %s (id=%s) COMPLETED", record.name, record.id)
-        return Outcome("delete", record.id, self.worker_name)
+        return Outcome("delete", record.id, self.worker_name, leased=record.concurrency_key is not None)
 
     def _erroring(self, record: JobRecord, job: Job, exc: BaseException) -> Outcome:
         with self._lock:
@@ -172,4 +172,11 @@ class Executor:
         updated = replace(record, last_error=last_error)
         events.emit("delayed.job.failure", **self.tags(updated), error=exc)
         kind = "delete" if self.config.destroy_failed_jobs else "fail"
-        return Outcome(kind, record.id, self.worker_name, attempts=record.attempts, last_error=last_error)
+        return Outcome(
+            kind,
+            record.id,
+            self.worker_name,
+            attempts=record.attempts,
+            last_error=last_error,
+            leased=record.concurrency_key is not None,
+        )

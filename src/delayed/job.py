@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .concurrency import ConcurrencyKey, check_limit
 from .config import get_config
 from .enqueue import (
     NO_OPTIONS,
@@ -32,6 +33,7 @@ from .record import JobRecord
 from .registry import register
 from .retry import backoff
 from .timeutil import to_seconds
+from .unique import Unique
 
 
 # ----------------------------------------------------------------------------- Job
@@ -55,6 +57,11 @@ class Job:
     alert_age: ClassVar[float | timedelta | None] = None
     alert_run_time: ClassVar[float | timedelta | None] = None
     alert_attempts: ClassVar[int | None] = None
+    # Issue 13: one queued-or-running job per key (delayed.unique), and at most
+    # `concurrency_limit` running at once per `concurrency_key` (delayed.concurrency).
+    unique: ClassVar[Unique | None] = None
+    concurrency_key: ClassVar[ConcurrencyKey | None] = None
+    concurrency_limit: ClassVar[int | None] = None
 
     record: JobRecord | None = None
 
@@ -79,7 +86,8 @@ class Job:
     # -- enqueue ---------------------------------------------------------------------------
     @classmethod
     def set(cls, **options: Any) -> ConfiguredJob:
-        """Options for one enqueue: priority=, queue=, wait=, wait_until=, using=."""
+        """Options for one enqueue: priority=, queue=, wait=, wait_until=, using=, unique_key=,
+        concurrency_key=, concurrency_limit=."""
         return ConfiguredJob(cls, merge_options(EnqueueOptions(), options))
 
     @classmethod
@@ -144,6 +152,16 @@ def _validate_class(cls: type[Job]) -> None:
         raise ValueError(f"{cls.__qualname__}.max_attempts must be an integer >= 1")
     if cls.max_run_time is not None and to_seconds(cls.max_run_time) <= 0:
         raise ValueError(f"{cls.__qualname__}.max_run_time must be more than 0 seconds")
+    if cls.unique is not None:
+        if not isinstance(cls.unique, Unique):
+            raise TypeError(f"{cls.__qualname__}.unique must be a delayed.Unique(...), got {cls.unique!r}")
+        cls.unique.check(cls, cls.__qualname__)
+    if cls.concurrency_limit is not None:
+        check_limit(cls.__qualname__, cls.concurrency_limit)
+    if cls.concurrency_key is not None and not (
+        isinstance(cls.concurrency_key, str) or callable(cls.concurrency_key)
+    ):
+        raise TypeError(f"{cls.__qualname__}.concurrency_key must be a format string or a callable")
 
 
 def job(
@@ -154,6 +172,9 @@ def job(
     priority: int | str | None = None,
     max_attempts: int | None = None,
     max_run_time: float | timedelta | None = None,
+    unique: Unique | None = None,
+    concurrency_key: ConcurrencyKey | None = None,
+    concurrency_limit: int | None = None,
 ) -> Any:
     """Turn a function into a Job class: `@delayed.job(queue="mail")` then `f.perform_later(...)`."""
 
@@ -169,6 +190,9 @@ def job(
             "priority": priority,
             "max_attempts": max_attempts,
             "max_run_time": max_run_time,
+            "unique": unique,
+            "concurrency_key": concurrency_key,
+            "concurrency_limit": concurrency_limit,
             "func": staticmethod(func),
             "__doc__": func.__doc__,
             "__module__": func.__module__,

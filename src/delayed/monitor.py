@@ -28,6 +28,10 @@ when none is set) reports 0 when it has no rows, so gauges fall back to 0 instea
 keeping their last value. Groups outside the baseline (another queue on an unfiltered
 monitor) appear only in the metrics whose query found them. Negative priorities are
 bucketed with the lowest name.
+
+Concurrency limits (issue 13): each pass also reports, for the LIMITED_TOP keys at their
+limit with the most ready rows waiting, a `delayed.concurrency.waiting` event (payload
+`key`, `limit`, `value` = rows waiting); `Monitor.limited` keeps the last pass's list.
 """
 
 from __future__ import annotations
@@ -83,6 +87,18 @@ class Metric:
         return {"metric": self.name, "priority": self.priority, "queue": self.queue, "value": self.value}
 
 
+LIMITED_TOP = 10  # keys reported per pass: bounded, whatever the number of keys
+
+
+@dataclass(frozen=True)
+class LimitedKey:
+    """A concurrency key at its limit and how many ready rows wait behind it."""
+
+    key: str
+    waiting: int
+    limit: int
+
+
 class Monitor:
     """Reports the table's state: `run_once()` for one pass, `run(stop)` until `stop` is set.
 
@@ -106,6 +122,7 @@ class Monitor:
         self.alerts: dict[str, AlertThresholds] = config_alerts(self.config)
         self.table = get_table(self.config.table_name)
         self.passes = 0
+        self.limited: list[LimitedKey] = []  # the last pass's keys at their limit
 
     # -- database ----------------------------------------------------------------------------
     @property
@@ -193,6 +210,36 @@ class Monitor:
                 "db_now": lambda s: db_now,
             },
         )
+
+    def limited_query(self, backend: Backend, now: datetime, stale: datetime) -> sa.Select[Any]:
+        """Per concurrency key at its limit: how many claimable rows wait (top LIMITED_TOP)."""
+        t = self.table
+        waiting = sa.func.count().label("waiting")
+        return (
+            sa.select(t.c.concurrency_key, waiting, sa.func.max(t.c.concurrency_limit).label("limit"))
+            .where(
+                *self._base_where(
+                    t.c.concurrency_key.isnot(None),
+                    t.c.failed_at.is_(None),
+                    t.c.run_at <= now,
+                    sa.or_(t.c.locked_at.is_(None), t.c.locked_at < stale),
+                    backend.live_leases(t.c.concurrency_key, stale) >= t.c.concurrency_limit,
+                )
+            )
+            .group_by(t.c.concurrency_key)
+            .order_by(waiting.desc(), t.c.concurrency_key)
+            .limit(LIMITED_TOP)
+        )
+
+    def limited_keys(self, backend: Backend | None = None) -> list[LimitedKey]:
+        """The keys at their concurrency limit with the most rows waiting, most first."""
+        backend = backend or self.backend
+        now = utcnow()
+        stale = now - timedelta(seconds=self.config.lock_timeout)
+        with backend.engine.connect() as conn:
+            rows = conn.execute(self.limited_query(backend, now, stale)).all()
+            conn.rollback()
+        return [LimitedKey(key, int(waiting), int(limit or 1)) for key, waiting, limit in rows]
 
     def queries(self, backend: Backend | None = None, now: datetime | None = None) -> dict[str, Any]:
         """The three statements of one pass (for EXPLAIN and tests)."""
@@ -282,6 +329,15 @@ class Monitor:
                     value=metric.value,
                 )
             run_payload["metrics"] = len(metrics)
+            self.limited = self.limited_keys(backend)
+            for limited in self.limited:
+                events.emit(
+                    "delayed.concurrency.waiting",
+                    **base,
+                    key=limited.key,
+                    limit=limited.limit,
+                    value=limited.waiting,
+                )
         self.passes += 1
         return metrics
 

@@ -12,6 +12,7 @@ supervisor's reclaim make them, the completer writes them through a backend.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -37,6 +38,9 @@ class JobRecord:
     failed_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    unique_key: str | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
     _payload: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -56,6 +60,9 @@ class JobRecord:
             failed_at=row["failed_at"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            unique_key=row.get("unique_key"),
+            concurrency_key=row.get("concurrency_key"),
+            concurrency_limit=row.get("concurrency_limit"),
         )
 
     @property
@@ -106,7 +113,9 @@ class Outcome:
 
     kind: "delete" (success, or a failure with destroy_failed_jobs), "retry" (attempts,
     run_at and last_error updated, lock cleared) or "fail" (failed_at set, row kept).
-    Written only where the row is still locked by `locked_by`.
+    Written only where the row is still locked by `locked_by`. A "fail" frees the row's
+    unique key (so the job may be enqueued again) unless `hold_unique_key` (the class's
+    `Unique(failed_holds_key=True)`).
     """
 
     kind: Literal["delete", "retry", "fail"]
@@ -115,3 +124,21 @@ class Outcome:
     attempts: int = 0
     run_at: datetime | None = None
     last_error: str | None = None
+    hold_unique_key: bool = False
+    leased: bool = False  # the row had a concurrency key: its lease is deleted with the outcome
+
+
+class EnqueueResult(list[int]):
+    """What `enqueue_many` returns: the ids in input order, as the plain list it always was,
+    plus `duplicates`, one flag per input: True where a unique job's key was taken (by a row
+    already in the table or an earlier item of the same batch) and nothing was inserted; its
+    id is then the existing row's."""
+
+    def __init__(self, ids: Iterable[int] = (), duplicates: list[bool] | None = None) -> None:
+        super().__init__(ids)
+        self.duplicates: list[bool] = duplicates if duplicates is not None else [False] * len(self)
+
+    @property
+    def inserted(self) -> list[int]:
+        """The ids of the rows this call inserted (duplicates left out)."""
+        return [job_id for job_id, dup in zip(self, self.duplicates, strict=True) if not dup]

@@ -105,13 +105,25 @@ def failure_outcome(
     job_class = type(job) if job is not None else find(record.name)
     max_attempts = (job_class.max_attempts if job_class else None) or config.max_attempts
     locked_by = record.locked_by or ""
+    leased = record.concurrency_key is not None
     if attempts >= max_attempts:
         destroy = job_class.destroy_failed_jobs if job_class else None
         if destroy is None:
             destroy = config.destroy_failed_jobs
         kind = "delete" if destroy else "fail"
-        return Outcome(kind, record.id, locked_by, attempts=attempts, last_error=last_error)
+        unique = job_class.unique if job_class else None
+        return Outcome(
+            kind,
+            record.id,
+            locked_by,
+            attempts=attempts,
+            last_error=last_error,
+            hold_unique_key=bool(unique is not None and unique.failed_holds_key),
+            leased=leased,
+        )
     if job is None and job_class is not None:
         job = job_class()
     run_at = job.reschedule_at(now, attempts) if job is not None else backoff(now, attempts)
-    return Outcome("retry", record.id, locked_by, attempts=attempts, run_at=run_at, last_error=last_error)
+    return Outcome(
+        "retry", record.id, locked_by, attempts=attempts, run_at=run_at, last_error=last_error, leased=leased
+    )

@@ -22,9 +22,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..record import JobRecord, Outcome
+from ..schema import leases_table, qualified
 from ..timeutil import utcnow
+from .dedupe import has_unique, insert_deduplicated, without_unset
 
 log = logging.getLogger("delayed.backend")
+
+_CLAIM_ROUNDS = 3  # one claim plus two more when keyed rows lost their slot race
 
 AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
@@ -62,6 +66,7 @@ class Backend:
     def __init__(self, engine: Engine, table: sa.Table) -> None:
         self.engine = engine
         self.table = table
+        self.leases = leases_table(qualified(table))
 
     # -- connections -------------------------------------------------------------------
     def connect(self, durable_claims: bool = False) -> Connection:
@@ -97,7 +102,162 @@ class Backend:
             clauses.append(t.c.priority >= flt.min_priority)
         if flt.max_priority is not None:
             clauses.append(t.c.priority <= flt.max_priority)
+        clauses.append(self.capacity_clause(stale))
         return sa.and_(*clauses)
+
+    # -- concurrency limits ---------------------------------------------------------------
+    # A keyed row runs only while it holds a lease. A claim takes keyed rows whose key looks
+    # free (capacity_clause: rows of a key at its limit are skipped in the same statement,
+    # so they never hold up other rows nor make a worker spin), then `_admit` grants the
+    # leases atomically per key (lock_keys, count live leases, INSERT what fits),
+    # and gives back at once, unchanged, a row that lost the race for the last slot.
+    def live_leases(self, key: Any, stale: datetime) -> Any:
+        """SELECT count(*) of the live leases of `key`: the lease's job is still locked by the
+        lease's holder and that lock is not older than the lock timeout. A lease of a finished,
+        failed, reclaimed, rescued or timed-out job is dead at once, whether deleted or not."""
+        lease = self.leases
+        held = self.table.alias("held")
+        return (
+            sa.select(sa.func.count())
+            .select_from(
+                lease.join(held, sa.and_(held.c.id == lease.c.job_id, held.c.locked_by == lease.c.locked_by))
+            )
+            .where(lease.c.concurrency_key == key, held.c.locked_at >= stale)
+            .scalar_subquery()
+        )
+
+    def capacity_clause(self, stale: datetime) -> Any:
+        """Keyless rows, or keyed rows whose key has a free slot."""
+        t = self.table
+        return sa.or_(
+            t.c.concurrency_key.is_(None),
+            self.live_leases(t.c.concurrency_key, stale) < t.c.concurrency_limit,
+        )
+
+    def capacity_sql(self, jobs_sql: str, placeholder: str) -> str:
+        """capacity_clause as SQL text for a dialect's hand-written claim (`jobs_sql`: the jobs
+        table as quoted SQL text, unaliased in the claim; `placeholder`: the stale time)."""
+        leases = str(self.engine.dialect.identifier_preparer.format_table(self.leases))
+        return (
+            f"(concurrency_key IS NULL OR (SELECT count(*) FROM {leases} l JOIN {jobs_sql} held "
+            "ON held.id = l.job_id AND held.locked_by = l.locked_by "
+            f"WHERE l.concurrency_key = {jobs_sql}.concurrency_key AND held.locked_at >= {placeholder}) "
+            "< concurrency_limit)"
+        )
+
+    def lock_keys(self, conn: Connection, keys: list[str]) -> list[str]:
+        """Serialise lease grants of `keys` (sorted) until the transaction ends; returns the
+        keys locked. Dialects override; SQLite needs nothing: its writer holds the database
+        from the transaction's first write on."""
+        return keys
+
+    def unlock_keys(self, conn: Connection, keys: list[str]) -> None:
+        """After the commit, release what `lock_keys` took when it outlives transactions."""
+
+    def _admit(
+        self, claim_conn: Connection, records: list[JobRecord], worker_name: str, lock_timeout: float
+    ) -> list[JobRecord]:
+        """Grant each claimed keyed row a lease, within its key's limit; unlock the others.
+
+        One transaction on a write connection, a fixed number of statements whatever the
+        number of keys: the keys' locks; the leases a previous claim of these rows left (dead)
+        and the keys' other dead leases deleted; the live leases counted per key; the rows
+        that fit (pickup order) granted in one INSERT; the others given back. Deciding in
+        Python between the count and the INSERT is safe only because every grant of these keys
+        happens under the same locks (`claim_conn` is the claim's, which a dialect may use
+        when it can carry the transaction cheaply)."""
+        keyed = [r for r in records if r.concurrency_key is not None]
+        if not keyed:
+            return records
+        lease = self.leases
+        now = utcnow()
+        stale = now - timedelta(seconds=lock_timeout)
+        keys = sorted({r.concurrency_key for r in keyed if r.concurrency_key is not None})
+        granted: list[dict[str, Any]] = []
+        locked: list[str] = []
+        with self.write_connection() as conn:
+            try:
+                with conn.begin():
+                    ids = [r.id for r in keyed]
+                    locked = self.lock_keys(conn, keys)  # before touching any lease row
+                    if locked:
+                        # A write before any read (SQLite takes its writer lock here). A row's
+                        # key never changes, so its old lease is under the same lock.
+                        conn.execute(lease.delete().where(lease.c.job_id.in_(ids)))
+                        self._drop_dead_leases(conn, locked, stale)
+                        live = self._count_live(conn, locked, stale)
+                        for record in keyed:  # pickup order
+                            key = record.concurrency_key
+                            if key in live and live[key] < (record.concurrency_limit or 1):
+                                live[key] += 1
+                                granted.append(
+                                    {
+                                        "job_id": record.id,
+                                        "concurrency_key": key,
+                                        "locked_by": worker_name,
+                                        "created_at": now,
+                                    }
+                                )
+                        if granted:
+                            conn.execute(lease.insert(), granted)
+                    rejected = sorted(set(ids) - {g["job_id"] for g in granted})
+                    if rejected:
+                        self._give_back(conn, worker_name, rejected)
+            finally:
+                if locked:
+                    self.unlock_keys(conn, locked)
+        admitted = {g["job_id"] for g in granted}
+        return [r for r in records if r.concurrency_key is None or r.id in admitted]
+
+    def _count_live(self, conn: Connection, keys: list[str], stale: datetime) -> dict[str, int]:
+        """Live leases per key (every key of `keys` present, 0 when none)."""
+        lease = self.leases
+        held = self.table.alias("held")
+        query = (
+            sa.select(lease.c.concurrency_key, sa.func.count())
+            .select_from(
+                lease.join(held, sa.and_(held.c.id == lease.c.job_id, held.c.locked_by == lease.c.locked_by))
+            )
+            .where(lease.c.concurrency_key.in_(keys), held.c.locked_at >= stale)
+            .group_by(lease.c.concurrency_key)
+        )
+        live = dict.fromkeys(keys, 0)
+        live.update({key: int(n) for key, n in conn.execute(query)})
+        return live
+
+    def _drop_dead_leases(self, conn: Connection, keys: list[str], stale: datetime) -> None:
+        """Delete the keys' dead leases (under their locks), so the table stays the running set."""
+        lease, t = self.leases, self.table
+        alive = sa.select(t.c.id).where(
+            t.c.id == lease.c.job_id, t.c.locked_by == lease.c.locked_by, t.c.locked_at >= stale
+        )
+        conn.execute(lease.delete().where(lease.c.concurrency_key.in_(keys), ~alive.exists()))
+
+    def _give_back(self, conn: Connection, worker_name: str, ids: list[int]) -> None:
+        """Unlock rows that got no slot: no attempt counted, ready again for later."""
+        t = self.table
+        conn.execute(
+            t.update()
+            .where(t.c.id.in_(ids), t.c.locked_by == worker_name)
+            .values(locked_at=None, locked_by=None)
+        )
+
+    def release_leases(self, conn: Connection, job_ids: Sequence[int], locked_by: str | None = None) -> int:
+        """Delete the leases of `job_ids` (held by `locked_by`, when given) on `conn`, in the
+        caller's transaction if any.
+
+        Every path that unlocks a row frees its slot by itself (a lease counts only while its
+        job is locked by the holder), so this is housekeeping; releasing twice is harmless.
+        Pass `locked_by` when the rows may have changed hands since: another worker's live
+        lease on the same job must stay. The worker registry's dead-host rescue calls it with
+        the rows it unlocks and the dead worker's name."""
+        if not job_ids:
+            return 0
+        lease = self.leases
+        stmt = lease.delete().where(lease.c.job_id.in_(list(job_ids)))
+        if locked_by is not None:
+            stmt = stmt.where(lease.c.locked_by == locked_by)
+        return conn.execute(stmt).rowcount
 
     def order(self) -> tuple[Any, ...]:
         t = self.table
@@ -113,7 +273,31 @@ class Backend:
         lock_timeout: float,
         read_ahead: int,
     ) -> list[JobRecord]:
-        """Lock up to `limit` ready jobs for `worker_name`, in pickup order."""
+        """Lock up to `limit` ready jobs for `worker_name`, in pickup order.
+
+        Keyed rows that lost the race for their key's last slot are given back and the free
+        capacity claimed again, at most twice (the capacity filter then skips that key)."""
+        claimed: list[JobRecord] = []
+        for _ in range(_CLAIM_ROUNDS):
+            records = self.claim_rows(conn, worker_name, limit - len(claimed), flt, lock_timeout, read_ahead)
+            admitted = self._admit(conn, records, worker_name, lock_timeout)
+            claimed.extend(admitted)
+            if len(admitted) == len(records) or len(claimed) >= limit:
+                break
+        if len(claimed) > 1:
+            claimed.sort(key=lambda r: (r.priority, r.run_at, r.id))
+        return claimed
+
+    def claim_rows(
+        self,
+        conn: Connection,
+        worker_name: str,
+        limit: int,
+        flt: ClaimFilter,
+        lock_timeout: float,
+        read_ahead: int,
+    ) -> list[JobRecord]:
+        """The dialect's claim statement(s): lock up to `limit` ready rows, in pickup order."""
         raise NotImplementedError
 
     def complete(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
@@ -123,6 +307,11 @@ class Backend:
         deletes: dict[str, list[int]] = {}
         retries: list[dict[str, Any]] = []
         fails: list[dict[str, Any]] = []
+        held: list[dict[str, Any]] = []  # failures that keep their unique key
+        leased: dict[str, list[int]] = {}
+        for outcome in outcomes:
+            if outcome.leased:
+                leased.setdefault(outcome.locked_by, []).append(outcome.id)
         for outcome in outcomes:
             if outcome.kind == "delete":
                 deletes.setdefault(outcome.locked_by, []).append(outcome.id)
@@ -138,7 +327,7 @@ class Backend:
                     }
                 )
             else:
-                fails.append(
+                (fails if not outcome.hold_unique_key else held).append(
                     {
                         "b_id": outcome.id,
                         "b_locked_by": outcome.locked_by,
@@ -154,16 +343,23 @@ class Backend:
             if retries:
                 conn.execute(self._unlocking_update("run_at"), retries)
             if fails:
-                conn.execute(self._unlocking_update("failed_at"), fails)
+                conn.execute(self._unlocking_update("failed_at", free_unique_key=True), fails)
+            if held:
+                conn.execute(self._unlocking_update("failed_at"), held)
+            for holder, ids in leased.items():
+                self.release_leases(conn, ids, holder)
             if retries:
                 self.notify(conn)
 
-    def _unlocking_update(self, column: str) -> Any:
+    def _unlocking_update(self, column: str, free_unique_key: bool = False) -> Any:
         """UPDATE attempts, last_error and `column`, clearing the lock, where still ours.
 
-        Retries set run_at, failures set failed_at; both match on id and locked_by.
+        Retries set run_at, failures set failed_at; both match on id and locked_by. A failure
+        frees its unique key in the same UPDATE (`free_unique_key`), unless the class's
+        Unique(failed_holds_key=True): the one place a unique key is given up without a delete.
         """
         t = self.table
+        extra = {"unique_key": None} if free_unique_key else {}
         return (
             t.update()
             .where(t.c.id == sa.bindparam("b_id"), t.c.locked_by == sa.bindparam("b_locked_by"))
@@ -175,6 +371,7 @@ class Backend:
                     column: sa.bindparam(column),
                     "locked_at": None,
                     "locked_by": None,
+                    **extra,
                 }
             )
         )
@@ -192,6 +389,7 @@ class Backend:
         an UPDATE that searched by `locked_by` (no index serves it) would lock, or on MySQL wait
         on, every row it scans, including rows other workers' transactions hold (issue 11
         item 7). The UPDATE re-checks `locked_by`, so a row that changed hands is left alone.
+        The rows' concurrency leases are deleted in the same transaction.
         """
         t = self.table
         mine = sa.and_(t.c.locked_by == locked_by, t.c.failed_at.is_(None))
@@ -207,6 +405,8 @@ class Backend:
                 .values(locked_at=None, locked_by=None, updated_at=utcnow())
             )
             count = conn.execute(stmt).rowcount
+            # Their leases go too (a lease of an unlocked row is dead anyway: housekeeping).
+            self.release_leases(conn, ids, locked_by)
             if count:
                 self.notify(conn)
         return count
@@ -260,8 +460,49 @@ class Backend:
             return self.insert(conn, rows)
 
     def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-        """Insert rows on `conn` (the caller owns the transaction); ids in input order."""
+        """Insert rows on `conn` (the caller owns the transaction); ids in input order.
+
+        Rows with a unique_key go through the dialect's insert-or-skip (delayed.backends.dedupe):
+        the answer is then an EnqueueResult saying which were duplicates."""
+        if has_unique(rows):
+            return insert_deduplicated(
+                rows,
+                lambda plain: self._insert_plain(conn, plain),
+                lambda keyed: self.insert_or_skip_keyed(conn, keyed),
+                lambda keys: self.find_keys(conn, keys),
+            )
+        return self._insert_plain(conn, rows)
+
+    def insert_or_skip_keyed(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> dict[str, tuple[int, bool]]:
+        """Offer rows with distinct unique keys; {key: (id, True)} for those inserted.
+
+        `INSERT ... ON CONFLICT (unique_key) DO NOTHING RETURNING id` (PostgreSQL and SQLite;
+        MySQL overrides it): a taken key is no error and returns no row."""
         t = self.table
+        stmt = self.unique_insert(t).returning(t.c.id)
+        answered: dict[str, tuple[int, bool]] = {}
+        for row in rows:
+            found = conn.execute(stmt.values(**row)).first()
+            if found is not None:
+                answered[row["unique_key"]] = (int(found[0]), True)
+        return answered
+
+    def unique_insert(self, table: sa.Table) -> Any:
+        """INSERT that skips a row whose unique_key is taken (dialects provide it)."""
+        raise NotImplementedError
+
+    def find_keys(self, conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+        """The ids of the rows holding `keys` (those a skipped insert ran into)."""
+        t = self.table
+        query = sa.select(t.c.unique_key, t.c.id).where(t.c.unique_key.in_(list(keys)))
+        return {key: int(job_id) for key, job_id in conn.execute(query)}
+
+    def _insert_plain(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert rows without unique keys; ids in input order."""
+        t = self.table
+        rows = without_unset(rows)
         if len(rows) == 1:
             result = conn.execute(t.insert().values(**rows[0]))
             return [int(result.inserted_primary_key[0])]
@@ -269,4 +510,4 @@ class Backend:
             # SQLAlchemy's "insertmanyvalues": multi-row INSERTs from one cached statement.
             stmt = t.insert().returning(t.c.id, sort_by_parameter_order=True)
             return [int(r[0]) for r in conn.execute(stmt, rows)]
-        return [self.insert(conn, [row])[0] for row in rows]
+        return [self._insert_plain(conn, [row])[0] for row in rows]

@@ -17,6 +17,7 @@ result set-up, which cost more CPU than the driver itself.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
@@ -37,7 +38,7 @@ _CLAIM_TRIES = 5
 # The columns in JobRecord's field order, so a row tuple builds a JobRecord positionally.
 _RECORD_COLUMNS = (
     "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
-    "failed_at, created_at, updated_at"
+    "failed_at, created_at, updated_at, unique_key, concurrency_key, concurrency_limit"
 )
 
 
@@ -83,6 +84,53 @@ class MySQLBackend(Backend):
         report a found row, since SQLAlchemy sets CLIENT.FOUND_ROWS)."""
         return table.insert().prefix_with("IGNORE")
 
+    def lock_keys(self, conn: Connection, keys: list[str]) -> list[str]:
+        """GET_LOCK on names made from the table and each key (64 characters at most), all in
+        one statement, evaluated left to right in the sorted order: named locks this session
+        holds until `unlock_keys`, after the commit, so the next holder counts the leases this
+        one committed. A key not locked within 10 s is left out (its rows are given back)."""
+        names = {f"n{i}": self._lock_name(key) for i, key in enumerate(keys)}
+        got = conn.execute(
+            sa.text("SELECT " + ", ".join(f"GET_LOCK(:{param}, 10)" for param in names)), names
+        ).one()
+        return [key for key, value in zip(keys, got, strict=True) if value == 1]
+
+    def unlock_keys(self, conn: Connection, keys: list[str]) -> None:
+        names = {f"n{i}": self._lock_name(key) for i, key in enumerate(keys)}
+        conn.execute(sa.text("SELECT " + ", ".join(f"RELEASE_LOCK(:{param})" for param in names)), names)
+
+    def _lock_name(self, key: str) -> str:
+        digest = hashlib.sha256(f"{self.table.name}\0{key}".encode()).hexdigest()[:40]
+        return f"delayed_ck:{digest}"
+
+    def unique_insert(self, table: sa.Table) -> Any:
+        """Unused on MySQL: insert_or_skip_keyed writes its own statement."""
+        raise NotImplementedError
+
+    def insert_or_skip_keyed(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> dict[str, tuple[int, bool]]:
+        """`INSERT ... ON DUPLICATE KEY UPDATE id = id RETURNING id, handler` per row (MariaDB
+        10.5+): a taken key updates nothing and returns the existing row, told apart from a
+        new one by its handler (every handler holds a fresh job uuid). Not INSERT IGNORE: it
+        would also turn real errors (a too long value) into warnings."""
+        answered: dict[str, tuple[int, bool]] = {}
+        for row in rows:
+            stmt = self._odku_sql(tuple(row))
+            found = conn.execute(stmt, row).first()
+            if found is not None:
+                answered[row["unique_key"]] = (int(found[0]), found[1] == row["handler"])
+        return answered
+
+    def _odku_sql(self, columns: tuple[str, ...]) -> Any:
+        quote = self.engine.dialect.identifier_preparer.quote
+        names = ", ".join(quote(c) for c in columns)
+        values = ", ".join(f":{c}" for c in columns)
+        return sa.text(
+            f"INSERT INTO {quote(self.table.name)} ({names}) VALUES ({values}) "
+            "ON DUPLICATE KEY UPDATE id = id RETURNING id, handler"
+        )
+
     def missing(self, exc: BaseException) -> str | None:
         return _MISSING.get(_mysql_code(exc) or 0)
 
@@ -95,7 +143,7 @@ class MySQLBackend(Backend):
                 self._skip_locked = tuple(version[:3]) >= (8, 0, 1)
         return self._skip_locked
 
-    def claim(
+    def claim_rows(
         self,
         conn: Connection,
         worker_name: str,
@@ -148,7 +196,8 @@ class MySQLBackend(Backend):
     ) -> list[JobRecord]:
         """The SKIP LOCKED claim on the PyMySQL connection itself (see the module docstring)."""
         now = utcnow()
-        params: list[Any] = [now, now - timedelta(seconds=lock_timeout), *flt.queues]
+        stale = now - timedelta(seconds=lock_timeout)
+        params: list[Any] = [now, stale, stale, *flt.queues]
         if flt.min_priority is not None:
             params.append(flt.min_priority)
         if flt.max_priority is not None:
@@ -173,7 +222,8 @@ class MySQLBackend(Backend):
                 filters += " AND priority <= %s"
             sql = self._claim_raw[key] = (
                 f"SELECT {_RECORD_COLUMNS} FROM {self._name} WHERE failed_at IS NULL AND run_at <= %s "
-                f"AND (locked_at IS NULL OR locked_at < %s){filters} ORDER BY priority, run_at, id "
+                f"AND (locked_at IS NULL OR locked_at < %s) AND {self.capacity_sql(self._name, '%s')}"
+                f"{filters} ORDER BY priority, run_at, id "
                 "LIMIT %s FOR UPDATE SKIP LOCKED"
             )
         return sql
@@ -220,7 +270,7 @@ class MySQLBackend(Backend):
             return super().complete(conn, outcomes)
         locked_by = outcomes[0].locked_by
         for outcome in outcomes:
-            if outcome.kind != "delete" or outcome.locked_by != locked_by:
+            if outcome.kind != "delete" or outcome.locked_by != locked_by or outcome.leased:
                 return super().complete(conn, outcomes)
         ids = [outcome.id for outcome in outcomes]
         marks = ", ".join(["%s"] * len(ids))

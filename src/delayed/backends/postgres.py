@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 import select
@@ -24,14 +25,29 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from ..db import describe_error
-from ..record import JobRecord
+from ..errors import EnqueueError
+from ..record import EnqueueResult, JobRecord
 from ..schema import notify_channel
 from ..timeutil import utcnow
 from .base import Backend, ClaimFilter, Outcome, Waiter
+from .dedupe import has_unique
 
 log = logging.getLogger("delayed.backend")
 
-_INSERT_COLUMNS = ("priority", "attempts", "handler", "run_at", "queue", "name", "created_at", "updated_at")
+_INSERT_COLUMNS = (
+    "priority",
+    "attempts",
+    "handler",
+    "run_at",
+    "queue",
+    "name",
+    "created_at",
+    "updated_at",
+    "unique_key",
+    "concurrency_key",
+    "concurrency_limit",
+)
+_OPTIONAL = frozenset({"unique_key", "concurrency_key", "concurrency_limit"})  # left out when all NULL
 _INSERT_TYPES = {
     "priority": "integer",
     "attempts": "integer",
@@ -41,16 +57,24 @@ _INSERT_TYPES = {
     "name": "varchar",
     "created_at": "timestamp",
     "updated_at": "timestamp",
+    "unique_key": "varchar",
+    "concurrency_key": "varchar",
+    "concurrency_limit": "integer",
 }
 # RETURNING in JobRecord's field order, so a row tuple builds a JobRecord positionally.
 _RECORD_COLUMNS = (
     "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
-    "failed_at, created_at, updated_at"
+    "failed_at, created_at, updated_at, unique_key, concurrency_key, concurrency_limit"
 )
 _NO_DATABASE = re.compile(r'FATAL:\s+database ".*" does not exist')
 _INSERT_CHUNK = 10_000  # rows per INSERT statement
+_UNIQUE_TRIES = 5
+# The keys' advisory locks, in the (sorted) order given.
+_LOCK_KEYS = "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%(locks)s::bigint[]) AS u(k)"
 _PIPELINE_CHUNK = 2_500  # rows per statement when a large enqueue is pipelined
-_UNIFORM = frozenset({"priority", "attempts", "queue", "name"})  # sent once when equal in every row
+_UNIFORM = frozenset(
+    {"priority", "attempts", "queue", "name", "concurrency_key", "concurrency_limit"}
+)  # sent once when equal in every row
 _SAME_AS_CREATED = frozenset({"run_at", "updated_at"})  # usually equal to created_at: not sent then
 # Text columns sent as one string, split by the server (`string_to_array`): psycopg dumps a
 # list element by element in Python, ~40% of a bulk enqueue's client time for the handlers.
@@ -90,9 +114,11 @@ def insert_statement(
     shape: list[str] = []
     created = [row["created_at"] for row in chunk]
     for column in _INSERT_COLUMNS:
-        values = created if column == "created_at" else [row[column] for row in chunk]
+        values = created if column == "created_at" else [row.get(column) for row in chunk]
         if column in _SAME_AS_CREATED and values == created:
             shape.append("=")
+        elif column in _OPTIONAL and values.count(None) == len(values):
+            shape.append("n")  # a step-4 column NULL in every row: not sent
         elif column in _UNIFORM and values.count(values[0]) == len(values):
             shape.append("s")
             params[column] = values[0]
@@ -105,17 +131,28 @@ def insert_statement(
     return _insert_sql(quoted_table, "".join(shape), binary), params
 
 
+def single_shape(row: dict[str, Any]) -> str:
+    """The shape of a one-row INSERT: "1", then "v" per column sent, "n" per step-4 column
+    left NULL (not sent, so a plain enqueue works on a table not yet migrated to step 4)."""
+    return "1" + "".join("n" if c in _OPTIONAL and row.get(c) is None else "v" for c in _INSERT_COLUMNS)
+
+
 @functools.lru_cache(maxsize=256)
-def _insert_sql(quoted_table: str, shape: str | None, binary: bool) -> str:
-    """The INSERT for one row (shape None) or for arrays shaped as `insert_statement` says;
-    `quoted_table`: the table as SQL text, quoted (and schema-qualified) by the caller."""
+def _insert_sql(quoted_table: str, shape: str, binary: bool) -> str:
+    """The INSERT for one row (shape "1...", see single_shape) or for arrays shaped as
+    `insert_statement` says; `quoted_table`: the table as SQL text, quoted (and
+    schema-qualified) by the caller. With a unique_key it skips a taken key (ON CONFLICT DO
+    NOTHING) and returns the key too, since skipped rows leave holes in the returned ids."""
     name = quoted_table.replace("%", "%%")  # psycopg's placeholders
-    columns = ", ".join(_INSERT_COLUMNS)
-    if shape is None:
-        source = "VALUES (" + ", ".join(f"%({c})s" for c in _INSERT_COLUMNS) + ")"
+    single = shape.startswith("1")
+    kinds = shape[1:] if single else shape
+    sent = [(c, kind) for c, kind in zip(_INSERT_COLUMNS, kinds, strict=True) if kind != "n"]
+    columns = ", ".join(c for c, _ in sent)
+    if single:
+        source = "VALUES (" + ", ".join(f"%({c})s" for c, _ in sent) + ")"
     else:
         exprs, arrays, sources = [], [], []
-        for column, kind in zip(_INSERT_COLUMNS, shape, strict=True):
+        for column, kind in sent:
             cast = _INSERT_TYPES[column]
             if kind == "s":
                 exprs.append(f"%({column})s::{cast}")
@@ -129,7 +166,10 @@ def _insert_sql(quoted_table: str, shape: str | None, binary: bool) -> str:
                 else:
                     sources.append(f"%({column}){'b' if binary else 's'}::{cast}[]")
         source = f"SELECT {', '.join(exprs)} FROM unnest({', '.join(sources)}) AS u({', '.join(arrays)})"
-    return f"INSERT INTO {name} ({columns}) {source} RETURNING id"
+    returning = "RETURNING id"
+    if any(c == "unique_key" for c, _ in sent):
+        returning = "ON CONFLICT (unique_key) DO NOTHING RETURNING id, unique_key"
+    return f"INSERT INTO {name} ({columns}) {source} {returning}"
 
 
 @functools.cache
@@ -261,6 +301,7 @@ class PostgresBackend(Backend):
                 f"WHERE id = ANY(ARRAY(SELECT id FROM {name} "
                 "WHERE failed_at IS NULL AND run_at <= :now "
                 f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
+                f"AND (concurrency_key IS NULL OR {self._live_leases_sql()} < concurrency_limit) "
                 "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)) "
                 f"RETURNING {_RECORD_COLUMNS}"
             )
@@ -279,7 +320,7 @@ class PostgresBackend(Backend):
             self._claim_sql[key] = statement
         return statement
 
-    def claim(
+    def claim_rows(
         self,
         conn: Connection,
         worker_name: str,
@@ -336,7 +377,7 @@ class PostgresBackend(Backend):
             if outcome.kind != "delete" or outcome.locked_by != locked_by:
                 return super().complete(conn, outcomes)
         ids = [outcome.id for outcome in outcomes]
-        sql = self._delete_sql()
+        sql = self._delete_sql(leased=any(outcome.leased for outcome in outcomes))
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         driver = conn.connection.dbapi_connection
         was_autocommit = driver.autocommit
@@ -353,19 +394,147 @@ class PostgresBackend(Backend):
                 sql, None, exc, dbapi_error, connection_invalidated=driver.broken, dialect=self.engine.dialect
             ) from exc
 
-    def _delete_sql(self) -> str:
-        sql = self._insert_text.get("delete")
+    def _delete_sql(self, leased: bool = False) -> str:
+        """The successes' DELETE; with leases (rows that had a concurrency key) the same
+        statement deletes their leases too, still one atomic statement."""
+        cache_key = "delete+leases" if leased else "delete"
+        sql = self._insert_text.get(cache_key)
         if sql is None:
             name = self._quoted_table().replace("%", "%%")  # psycopg's placeholders
             sql = f"DELETE FROM {name} WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(locked_by)s"
-            self._insert_text["delete"] = sql
+            if leased:
+                leases = self._quoted_table(self.leases).replace("%", "%%")
+                gone = "SELECT id FROM gone"
+                sql = f"WITH gone AS ({sql} RETURNING id) DELETE FROM {leases} WHERE job_id IN ({gone})"
+            self._insert_text[cache_key] = sql
+        return sql
+
+    def _live_leases_sql(self) -> str:
+        """The claim's count of live leases of the outer row's key (see Backend.live_leases)."""
+        name = self._quoted_table()
+        leases = self._quoted_table(self.leases)
+        return (
+            f"(SELECT count(*) FROM {leases} l JOIN {name} held ON held.id = l.job_id "
+            f"AND held.locked_by = l.locked_by WHERE l.concurrency_key = {name}.concurrency_key "
+            "AND held.locked_at >= :stale)"
+        )
+
+    def _lock_id(self, key: str) -> int:
+        digest = hashlib.sha256(f"{self.table.name}\0{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def _admit(
+        self, claim_conn: Connection, records: list[JobRecord], worker_name: str, lock_timeout: float
+    ) -> list[JobRecord]:
+        """Backend._admit in one transaction of two statements, whatever the number of keys:
+        the keys' advisory locks (sorted, so two claims never wait on each other), then one
+        statement that counts each key's live leases, grants leases to the rows that fit (in
+        pickup order), replaces their dead leases, drops the keys' other dead leases and
+        gives the rows that did not fit back. The count runs after the locks, in a snapshot
+        that sees every lease committed before them (READ COMMITTED)."""
+        keyed = [r for r in records if r.concurrency_key is not None]
+        if not keyed:
+            return records
+        now = utcnow()
+        keys = sorted({r.concurrency_key for r in keyed if r.concurrency_key is not None})
+        params = {
+            "locks": [self._lock_id(key) for key in keys],
+            "ids": [r.id for r in keyed],
+            "keys": [r.concurrency_key for r in keyed],
+            "limits": [r.concurrency_limit or 1 for r in keyed],
+            "worker": worker_name,
+            "now": now,
+            "stale": now - timedelta(seconds=lock_timeout),
+        }
+        driver = claim_conn.connection.dbapi_connection
+        if self._direct and driver.autocommit:
+            granted = self._admit_direct(driver, params)
+        else:
+            with self.write_connection() as conn, conn.begin():
+                conn.exec_driver_sql(_LOCK_KEYS, params)
+                granted = {int(row[0]) for row in conn.exec_driver_sql(self._admit_sql(), params)}
+        return [r for r in records if r.concurrency_key is None or r.id in granted]
+
+    def _admit_direct(self, driver: Any, params: dict[str, Any]) -> set[int]:
+        """On the worker's claim connection (autocommit, psycopg): BEGIN, the locks, the grant,
+        COMMIT. The grant's snapshot is taken after the locks are held. Its commit waits for
+        no WAL flush unless durable_claims (the connection's synchronous_commit): a database
+        crash can undo recent leases only together with the claims they belong to."""
+        sql = self._admit_sql()
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            if _pipeline_supported():  # all four in one round trip; the server runs them in order
+                with driver.pipeline():
+                    driver.execute("BEGIN")
+                    driver.execute("SET LOCAL enable_sort = on")
+                    driver.execute(_LOCK_KEYS, params, prepare=True)
+                    cursor = driver.execute(sql, params, prepare=True)
+                    driver.execute("COMMIT")
+                return {int(row[0]) for row in cursor.fetchall()}
+            with driver.cursor() as cursor:
+                cursor.execute("BEGIN; SET LOCAL enable_sort = on")
+                cursor.execute(_LOCK_KEYS, params, prepare=True)
+                cursor.execute(sql, params, prepare=True)
+                granted = {int(row[0]) for row in cursor.fetchall()}
+                cursor.execute("COMMIT")
+            return granted
+        except dbapi_error as exc:
+            if not driver.broken:
+                with contextlib.suppress(Exception):
+                    driver.execute("ROLLBACK")
+            raise sa.exc.DBAPIError.instance(
+                sql, None, exc, dbapi_error, connection_invalidated=driver.broken, dialect=self.engine.dialect
+            ) from exc
+
+    def _admit_sql(self) -> str:
+        sql = self._insert_text.get("admit")
+        if sql is None:
+            jobs = self._quoted_table().replace("%", "%%")
+            leases = self._quoted_table(self.leases).replace("%", "%%")
+            live = (
+                f"FROM {leases} l JOIN {jobs} held ON held.id = l.job_id AND held.locked_by = l.locked_by "
+                "WHERE l.concurrency_key = ANY(%(keys)s::varchar[]) AND l.job_id <> ALL(%(ids)s::bigint[])"
+            )
+            sql = (
+                "WITH cand AS (SELECT * FROM unnest(%(ids)s::bigint[], %(keys)s::varchar[], "
+                "%(limits)s::int[]) WITH ORDINALITY AS c(job_id, key, lim, ord)), "
+                f"live AS (SELECT l.concurrency_key AS key, count(*) AS n {live} "
+                "AND held.locked_at >= %(stale)s GROUP BY l.concurrency_key), "
+                "ranked AS (SELECT c.job_id, c.key, c.lim, coalesce(live.n, 0) "
+                "+ row_number() OVER (PARTITION BY c.key ORDER BY c.ord) AS nth "
+                "FROM cand c LEFT JOIN live ON live.key = c.key), "
+                f"dead AS (DELETE FROM {leases} d WHERE d.concurrency_key = ANY(%(keys)s::varchar[]) "
+                f"AND d.job_id <> ALL(%(ids)s::bigint[]) AND NOT EXISTS (SELECT 1 FROM {jobs} h "
+                "WHERE h.id = d.job_id AND h.locked_by = d.locked_by AND h.locked_at >= %(stale)s)), "
+                f"granted AS (INSERT INTO {leases} (job_id, concurrency_key, locked_by, created_at) "
+                "SELECT job_id, key, %(worker)s, %(now)s FROM ranked WHERE nth <= lim "
+                "ON CONFLICT (job_id) DO UPDATE SET concurrency_key = EXCLUDED.concurrency_key, "
+                "locked_by = EXCLUDED.locked_by, created_at = EXCLUDED.created_at RETURNING job_id), "
+                f"back AS (UPDATE {jobs} SET locked_at = NULL, locked_by = NULL "
+                "WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(worker)s "
+                "AND id NOT IN (SELECT job_id FROM granted)) "
+                "SELECT job_id FROM granted"
+            )
+            self._insert_text["admit"] = sql
         return sql
 
     def db_now_utc(self) -> Any:
         return sa.func.timezone("UTC", sa.func.statement_timestamp(), type_=sa.DateTime())
 
     # -- enqueue -----------------------------------------------------------------------
-    def insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    def insert_or_skip_keyed(
+        self, conn: Connection, rows: list[dict[str, Any]]
+    ) -> dict[str, tuple[int, bool]]:
+        """The same unnest INSERT with `ON CONFLICT (unique_key) DO NOTHING RETURNING id,
+        unique_key` (one statement per chunk): a taken key returns no row."""
+        answered: dict[str, tuple[int, bool]] = {}
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            sql, params = self._insert_many(rows[start : start + _INSERT_CHUNK])
+            for job_id, key in conn.exec_driver_sql(sql, params):
+                answered[key] = (int(job_id), True)
+        return answered
+
+    def _insert_plain(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         """One fixed SQL text for any number of rows: each column travels as one array.
 
         `INSERT ... SELECT ... FROM unnest(arrays) RETURNING id` is never compiled per call
@@ -373,7 +542,7 @@ class PostgresBackend(Backend):
         more than the insert itself) and psycopg reuses its parsed query.
         """
         if len(rows) == 1:
-            result = conn.exec_driver_sql(self._insert_sql(None), rows[0])
+            result = conn.exec_driver_sql(self._insert_sql(self._single_shape(rows[0])), rows[0])
             return [int(result.scalar_one())]
         ids: list[int] = []
         for start in range(0, len(rows), _INSERT_CHUNK):
@@ -392,13 +561,19 @@ class PostgresBackend(Backend):
         set-up) was a fifth of the call. Errors are raised as SQLAlchemy's DBAPIError, and a
         lost connection is invalidated, exactly as through a Connection.
         """
+        if has_unique(rows):
+            if len(rows) == 1 and self._direct:
+                return self._insert_one_unique(rows[0])
+            return super().insert_now(rows)  # insert-or-skip, then the duplicates' ids: one transaction
         if not self._direct:
             if len(rows) > _INSERT_CHUNK:
                 return super().insert_now(rows)
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 return self.insert(conn, rows)
         if len(rows) == 1:
-            return self._insert_direct([(self._insert_sql(None), rows[0])], autocommit=True)
+            return self._insert_direct(
+                [(self._insert_sql(self._single_shape(rows[0])), rows[0])], autocommit=True
+            )
         if len(rows) <= _PIPELINE_CHUNK:
             return self._insert_direct([self._insert_many(rows)], autocommit=True)
         # Larger: one transaction of chunks sent in pipeline mode, so the server inserts one
@@ -408,6 +583,24 @@ class PostgresBackend(Backend):
             for start in range(0, len(rows), _PIPELINE_CHUNK)
         )
         return self._insert_direct(statements, autocommit=False)
+
+    def _insert_one_unique(self, row: dict[str, Any]) -> EnqueueResult:
+        """One unique job (`perform_later`): the insert-or-skip alone in autocommit, one round
+        trip when the key is free; a taken key costs one read of the existing id. A row that
+        finished between the two frees the key: offered again, a few times."""
+        sql = self._insert_sql(self._single_shape(row))
+        key = row["unique_key"]
+        for _ in range(_UNIQUE_TRIES):
+            ids = self._insert_direct([(sql, row)], autocommit=True)
+            if ids:
+                return EnqueueResult(ids, [False])
+            with self.engine.connect() as conn:
+                found = self.find_keys(conn, [key])
+            if found:
+                return EnqueueResult([found[key]], [True])
+        raise EnqueueError(
+            f"unique key {key!r} was taken and freed {_UNIQUE_TRIES} times in a row; try again"
+        )
 
     def _insert_direct(self, statements: Iterable[tuple[str, Any]], autocommit: bool) -> list[int]:
         """Run INSERT ... RETURNING id statements on a pooled psycopg connection; ids in order.
@@ -481,11 +674,19 @@ class PostgresBackend(Backend):
     def _insert_many(self, chunk: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         return insert_statement(self._quoted_table(), chunk)
 
-    def _quoted_table(self) -> str:
-        """The table's name for SQL text, schema-qualified and quoted by SQLAlchemy (never by hand)."""
-        return str(self.engine.dialect.identifier_preparer.format_table(self.table))
+    def _quoted_table(self, table: sa.Table | None = None) -> str:
+        """A table's name for SQL text (the jobs table by default), schema-qualified and quoted
+        by SQLAlchemy (never by hand)."""
+        return str(
+            self.engine.dialect.identifier_preparer.format_table(table if table is not None else self.table)
+        )
 
-    def _insert_sql(self, shape: str | None) -> str:
+    @staticmethod
+    def _single_shape(row: dict[str, Any]) -> str:
+        """One row: "v" per column sent, "n" for an optional column left NULL (not sent)."""
+        return single_shape(row)
+
+    def _insert_sql(self, shape: str) -> str:
         return _insert_sql(self._quoted_table(), shape, True)
 
     def notify(self, conn: Connection) -> None:
@@ -493,3 +694,6 @@ class PostgresBackend(Backend):
 
     def insert_or_skip(self, table: sa.Table) -> Any:
         return pg_insert(table).on_conflict_do_nothing()
+
+    def unique_insert(self, table: sa.Table) -> Any:
+        return pg_insert(table).on_conflict_do_nothing(index_elements=[table.c.unique_key])

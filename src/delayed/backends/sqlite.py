@@ -30,7 +30,7 @@ from .base import Backend, ClaimFilter, Outcome
 # RETURNING in JobRecord's field order, so a row tuple builds a JobRecord positionally.
 _RECORD_COLUMNS = (
     "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
-    "failed_at, created_at, updated_at"
+    "failed_at, created_at, updated_at, unique_key, concurrency_key, concurrency_limit"
 )
 _TIMESTAMPS = (5, 8, 10, 11, 12)  # their positions: text in SQLite, datetimes in a JobRecord
 
@@ -64,7 +64,7 @@ class SQLiteBackend(Backend):
             return "database"
         return None
 
-    def claim(
+    def claim_rows(
         self,
         conn: Connection,
         worker_name: str,
@@ -103,7 +103,8 @@ class SQLiteBackend(Backend):
         now = utcnow()
         to_text = self._to_text
         params: list[Any] = [to_text(now), worker_name, to_text(now)]
-        params.append(to_text(now - timedelta(seconds=lock_timeout)))
+        stale = to_text(now - timedelta(seconds=lock_timeout))
+        params.extend([stale, stale])
         params.extend(flt.queues)
         if flt.min_priority is not None:
             params.append(flt.min_priority)
@@ -136,8 +137,9 @@ class SQLiteBackend(Backend):
             name = self._name
             sql = self._claim_raw[key] = (
                 f"UPDATE {name} SET locked_at = ?, locked_by = ? WHERE id IN (SELECT id FROM {name} "
-                "WHERE failed_at IS NULL AND run_at <= ? AND (locked_at IS NULL OR locked_at < ?)"
-                f"{filters} ORDER BY priority, run_at, id LIMIT ?) RETURNING {_RECORD_COLUMNS}"
+                "WHERE failed_at IS NULL AND run_at <= ? AND (locked_at IS NULL OR locked_at < ?) "
+                f"AND {self.capacity_sql(name, '?')}{filters} ORDER BY priority, run_at, id LIMIT ?) "
+                f"RETURNING {_RECORD_COLUMNS}"
             )
         return sql
 
@@ -171,7 +173,7 @@ class SQLiteBackend(Backend):
             return super().complete(conn, outcomes)
         locked_by = outcomes[0].locked_by
         for outcome in outcomes:
-            if outcome.kind != "delete" or outcome.locked_by != locked_by:
+            if outcome.kind != "delete" or outcome.locked_by != locked_by or outcome.leased:
                 return super().complete(conn, outcomes)
         ids = [outcome.id for outcome in outcomes]
         sql = f"DELETE FROM {self._name} WHERE id IN ({', '.join('?' * len(ids))}) AND locked_by = ?"
@@ -179,3 +181,6 @@ class SQLiteBackend(Backend):
 
     def insert_or_skip(self, table: sa.Table) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()
+
+    def unique_insert(self, table: sa.Table) -> Any:
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=[table.c.unique_key])

@@ -106,6 +106,9 @@ def _record_dict(record: JobRecord, config: Config) -> dict[str, Any]:
         "failed_at",
         "created_at",
         "updated_at",
+        "unique_key",
+        "concurrency_key",
+        "concurrency_limit",
         "last_error",
         "handler",
     ):
@@ -264,6 +267,13 @@ def _describe(record: JobRecord, config: Config) -> str:
         ("created_at", f"{_when(record.created_at)} UTC" if record.created_at else "-"),
         ("updated_at", f"{_when(record.updated_at)} UTC" if record.updated_at else "-"),
         ("lock", _lock_text(record, config, now)),
+        ("unique_key", _clean(record.unique_key) if record.unique_key is not None else "-"),
+        (
+            "limited by",
+            f"{_clean(record.concurrency_key)} (limit {record.concurrency_limit})"
+            if record.concurrency_key is not None
+            else "-",
+        ),
     ]
     width = max(len(name) for name, _ in fields)
     lines = [f"{name + ':':<{width + 1}} {value}" for name, value in fields]

@@ -37,6 +37,15 @@ def render_text(metrics: list[Any]) -> str:
     return "\n".join(lines)
 
 
+def render_limited(limited: list[Any]) -> str:
+    """The keys at their concurrency limit, most rows waiting first ("" when none)."""
+    if not limited:
+        return ""
+    lines = ["", "concurrency keys at their limit (rows waiting):"]
+    lines += [f"  {k.key}  limit {k.limit}  waiting {k.waiting}" for k in limited]
+    return "\n".join(lines)
+
+
 def render_json(metrics: list[Any], monitor: Any, duration: float) -> str:
     """`{table, database_adapter, queues, duration, metrics: [{metric, priority, queue, value}]}`."""
     document = {
@@ -45,6 +54,9 @@ def render_json(metrics: list[Any], monitor: Any, duration: float) -> str:
         "queues": monitor.queues,
         "duration": round(duration, 6),
         "metrics": [metric.as_dict() for metric in metrics],
+        "concurrency_limited": [
+            {"key": k.key, "limit": k.limit, "waiting": k.waiting} for k in getattr(monitor, "limited", [])
+        ],
     }
     return json.dumps(document, indent=2)
 
@@ -78,7 +90,10 @@ def monitor(once: bool, output_format: str, **params: Any) -> None:
             where = redact(config.database_url)
             fail(f"monitor query on {where} failed: {describe_error(exc)}", EXIT_FAILED)
         duration = time.perf_counter() - started
-        text = render_json(metrics, mon, duration) if output_format == "json" else render_text(metrics)
+        if output_format == "json":
+            text = render_json(metrics, mon, duration)
+        else:
+            text = render_text(metrics) + render_limited(mon.limited)
         click.echo(text)
         return
     if config.section("prometheus").bind:  # [prometheus] bind or --prometheus HOST:PORT

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .tables import TableNames, cron_tables, get_table, index_applies, make_table
+from .tables import TableNames, cron_tables, get_table, index_applies, leases_table, make_table
 
 Statements = Callable[[Dialect, TableNames], list[str]]
 Adopt = Callable[[sa.Inspector, Dialect, TableNames], list[str] | None]
@@ -144,16 +144,78 @@ def new_indexes(table: sa.Table, version: int, dialect: Dialect) -> list[str]:
     ]
 
 
+# ------------------------------------------------------------------ 4: unique jobs, concurrency leases
+def _step4_columns(table: sa.Table) -> list[sa.Column[object]]:
+    return [table.c.unique_key, table.c.concurrency_key, table.c.concurrency_limit]
+
+
+def _add_column(table: sa.Table, column: sa.Column[object], dialect: Dialect) -> str:
+    prep = dialect.identifier_preparer
+    kind = column.type.compile(dialect=dialect)
+    return f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.quote(column.name)} {kind}"
+
+
+def _unique_and_leases(dialect: Dialect, names: TableNames) -> list[str]:
+    """Issue 13: the jobs table's nullable unique_key, concurrency_key and concurrency_limit
+    (added in place on a table full of jobs), their indexes, and the leases table."""
+    table = get_table(names.configured)
+    statements = [_add_column(table, column, dialect) for column in _step4_columns(table)]
+    statements += new_indexes(table, 4, dialect)
+    return statements + create_table(leases_table(names.configured), dialect)
+
+
+def _adopt_unique(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """A table that has step 4's columns without a version row (a version table dropped, or
+    a pre-release build of issue 13): complete what is missing instead of adding twice."""
+    if not inspector.has_table(names.jobs, schema=names.schema):
+        return None
+    columns = {c["name"] for c in inspector.get_columns(names.jobs, schema=names.schema)}
+    table = get_table(names.configured)
+    if not columns & {c.name for c in _step4_columns(table)}:
+        return None
+    statements = [_add_column(table, c, dialect) for c in _step4_columns(table) if c.name not in columns]
+    existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
+    statements += [
+        statement
+        for index, statement in zip(_step4_indexes(table), new_indexes(table, 4, dialect), strict=True)
+        if index.name not in existing
+    ]
+    leases = leases_table(names.configured)
+    if not inspector.has_table(leases.name, schema=leases.schema):
+        statements += create_table(leases, dialect)
+    return statements
+
+
+def _step4_indexes(table: sa.Table) -> list[sa.Index]:
+    """In new_indexes' order (by name)."""
+    return sorted((i for i in table.indexes if i.info.get("since") == 4), key=lambda i: i.name or "")
+
+
 # ------------------------------------------------------------------ 6: the failed-jobs list index
 def _failed_list(dialect: Dialect, names: TableNames) -> list[str]:
     """The dashboard's failed list at a million rows (bench/README.md, web_million.py)."""
     return new_indexes(get_table(names.configured), 6, dialect)
 
 
+def _adopt_failed_list(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """Adoption (no version rows) of a table whose step-6 index exists: record it, do not make
+    it twice (the index name is the step's only object)."""
+    if not inspector.has_table(names.jobs, schema=names.schema):
+        return None
+    existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
+    return [] if f"idx_{names.jobs}_failed_list" in existing else None
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
     Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
-    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list),
+    Step(
+        4,
+        "unique keys and concurrency limits: three job columns, the leases table",
+        _unique_and_leases,
+        _adopt_unique,
+    ),
+    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list, _adopt_failed_list),
 )
 
 

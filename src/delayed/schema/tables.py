@@ -63,6 +63,7 @@ class TableNames:
     cron_runs: str
     cron_entries: str
     versions: str
+    leases: str
 
     @classmethod
     def for_jobs(cls, configured: str = DEFAULT_TABLE_NAME) -> TableNames:
@@ -75,6 +76,7 @@ class TableNames:
             cron_runs=f"{prefix}_cron_runs",
             cron_entries=f"{prefix}_cron_entries",
             versions=f"{prefix}_schema_migrations",
+            leases=f"{prefix}_job_leases",
         )
 
     @classmethod
@@ -131,9 +133,18 @@ def make_table(
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("created_at", _Timestamp, nullable=True),
         sa.Column("updated_at", _Timestamp, nullable=True),
+        # Step 4 (issue 13): unique jobs and concurrency limits, nullable (added in place).
+        sa.Column("unique_key", sa.String(255), nullable=True, info=since(4)),
+        sa.Column("concurrency_key", sa.String(255), nullable=True, info=since(4)),
+        sa.Column("concurrency_limit", sa.Integer, nullable=True, info=since(4)),
     ]
     table = sa.Table(bare, meta, *[c for c in columns if _in_shape(c, version)], schema=schema)
     _add_indexes(table, bare)
+    if "unique_key" in table.c:
+        # NULLs never collide in a UNIQUE index on PostgreSQL, SQLite and MariaDB: only keyed
+        # rows compete for a key, and every dialect's insert-or-skip relies on this index.
+        sa.Index(f"uq_{bare}_unique_key", table.c.unique_key, unique=True, info=since(4))
+        sa.Index(f"ix_{bare}_concurrency_key", table.c.concurrency_key, info=since(4))
     for index in [i for i in table.indexes if not _in_shape(i, version)]:
         table.indexes.discard(index)
     return table
@@ -277,3 +288,30 @@ def version_table(jobs_table_name: str = DEFAULT_TABLE_NAME) -> sa.Table:
             schema=names.schema,
         )
     return _version_tables[jobs_table_name]
+
+
+# ------------------------------------------------------------------ leases (issue 13, step 4)
+# delayed_job_leases: one row per running job that holds a concurrency slot, keyed by job id
+# (releasing twice is harmless). A lease counts only while its job row is still locked by the
+# lease's holder and that lock is fresh, so a lease whose job finished, failed, was reclaimed
+# or outlived the lock timeout frees its slot by itself; the rows are deleted with the
+# outcome, on release and by the next grant of the key.
+_lease_tables: dict[str, sa.Table] = {}
+
+
+def leases_table(jobs_table_name: str = DEFAULT_TABLE_NAME) -> sa.Table:
+    """The leases Table that goes with the jobs table `jobs_table_name`."""
+    if jobs_table_name not in _lease_tables:
+        names = TableNames.for_jobs(jobs_table_name)
+        leases = sa.Table(
+            names.leases,
+            _meta_for(jobs_table_name),
+            sa.Column("job_id", _BigId, primary_key=True, autoincrement=False),
+            sa.Column("concurrency_key", sa.String(255), nullable=False),
+            sa.Column("locked_by", sa.String(255), nullable=False),
+            sa.Column("created_at", _Timestamp, nullable=False),
+            schema=names.schema,
+        )
+        sa.Index(f"ix_{names.leases}_concurrency_key", leases.c.concurrency_key)
+        _lease_tables[jobs_table_name] = leases
+    return _lease_tables[jobs_table_name]
