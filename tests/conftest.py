@@ -149,10 +149,11 @@ class Database:
 
 def _truncate(db: ServerDatabase) -> None:
     with db.engine.begin() as conn:
-        if db.backend == "sqlite":
-            conn.exec_driver_sql("DELETE FROM delayed_jobs")
-        else:
-            conn.exec_driver_sql("TRUNCATE TABLE delayed_jobs")
+        for table in ("delayed_jobs", "delayed_workers"):
+            if db.backend == "sqlite":
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+            else:
+                conn.exec_driver_sql(f"TRUNCATE TABLE {table}")
 
 
 @pytest.fixture(params=selected_backends())

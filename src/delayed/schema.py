@@ -122,9 +122,9 @@ def ddl(dialect: sa.engine.Dialect, table: sa.Table = jobs) -> list[str]:
             statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
     if dialect.name == "postgresql":
         statements.extend(_postgres_extras(table))
-    for cron_table in cron_tables(table.name):
-        statements.append(str(CreateTable(cron_table).compile(dialect=dialect)).strip())
-        for index in sorted(cron_table.indexes, key=lambda i: i.name or ""):
+    for extra in (*cron_tables(table.name), workers_table(table.name)):
+        statements.append(str(CreateTable(extra).compile(dialect=dialect)).strip())
+        for index in sorted(extra.indexes, key=lambda i: i.name or ""):
             statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
     return statements
 
@@ -147,6 +147,7 @@ def migrate(engine: Engine, table: sa.Table = jobs) -> list[str]:
     created: list[str] = []
     with engine.begin() as conn:
         created += _create_cron_tables(conn, inspector, table)
+        created += _create_workers_table(conn, inspector, table)
         if not inspector.has_table(table.name):
             table.create(conn)
             created.append(f"table {table.name}")
@@ -216,3 +217,49 @@ def _create_cron_tables(conn: sa.Connection, inspector: sa.Inspector, table: sa.
             cron_table.create(conn)
             created.append(f"table {cron_table.name}")
     return created
+
+
+# ============================================================================ worker registry
+# ISSUE 12 (many hosts). Migration step 3 once the versioned migrations are on main.
+#
+# delayed_workers: one row per live worker process (plain `delayed work` and every supervisor
+#   child), keyed by its name, which is unique per process start and is the `locked_by` of the
+#   rows it holds. `heartbeat_at` and `started_at` are written with the database's clock (never
+#   a host's), so hosts with skewed clocks agree on who is dead. Indexed on heartbeat_at: the
+#   rescue looks for the oldest heartbeats.
+def workers_table_name(jobs_table_name: str) -> str:
+    """The registry table beside a jobs table: delayed_jobs -> delayed_workers."""
+    prefix = jobs_table_name[: -len("_jobs")] if jobs_table_name.endswith("_jobs") else jobs_table_name
+    return f"{prefix}_workers"
+
+
+_workers_tables: dict[str, sa.Table] = {}
+
+
+def workers_table(jobs_table_name: str = "delayed_jobs") -> sa.Table:
+    """The worker registry Table that goes with the jobs table `jobs_table_name`."""
+    if jobs_table_name not in _workers_tables:
+        name = workers_table_name(jobs_table_name)
+        meta = metadata if jobs_table_name == "delayed_jobs" else sa.MetaData()
+        table = sa.Table(
+            name,
+            meta,
+            sa.Column("name", sa.String(255), primary_key=True),
+            sa.Column("hostname", sa.String(255), nullable=False),
+            sa.Column("pid", sa.Integer, nullable=False),
+            sa.Column("pool", sa.String(255), nullable=True),
+            sa.Column("queues", sa.Text, nullable=True),  # JSON list; null or [] = every queue
+            sa.Column("started_at", _Timestamp, nullable=False),
+            sa.Column("heartbeat_at", _Timestamp, nullable=False),
+        )
+        sa.Index(f"ix_{name}_heartbeat_at", table.c.heartbeat_at)
+        _workers_tables[jobs_table_name] = table
+    return _workers_tables[jobs_table_name]
+
+
+def _create_workers_table(conn: sa.Connection, inspector: sa.Inspector, table: sa.Table) -> list[str]:
+    workers = workers_table(table.name)
+    if inspector.has_table(workers.name):
+        return []
+    workers.create(conn)
+    return [f"table {workers.name}"]

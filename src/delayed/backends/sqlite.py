@@ -7,6 +7,7 @@ concurrent processes queue for the write lock instead of failing.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,6 +61,26 @@ class SQLiteBackend(Backend):
         records = [JobRecord.from_mapping(row) for row in rows]
         records.sort(key=lambda r: (r.priority, r.run_at, r.id))
         return records
+
+    def lock_dead_workers(
+        self, conn: Connection, workers: sa.Table, cutoff: datetime, limit: int
+    ) -> list[str]:
+        """SQLite has no row locks but one writer: a no-op UPDATE ... RETURNING takes the
+        database's write lock at once (a SELECT first could not upgrade its read snapshot once
+        another process wrote), so the rest of the rescue's transaction runs alone."""
+        dead = (
+            sa.select(workers.c.name)
+            .where(workers.c.heartbeat_at < cutoff)
+            .order_by(workers.c.heartbeat_at)
+            .limit(limit)
+        )
+        stmt = (
+            workers.update()
+            .where(workers.c.name.in_(dead.scalar_subquery()))
+            .values(heartbeat_at=workers.c.heartbeat_at)
+            .returning(workers.c.name)
+        )
+        return list(conn.execute(stmt).scalars())
 
     def insert_or_skip(self, table: sa.Table) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()

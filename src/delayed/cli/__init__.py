@@ -23,6 +23,7 @@ from .migrate import migrate
 from .monitor import monitor
 from .supervise import supervise
 from .work import work
+from .workers import workers
 
 
 @click.group()
@@ -31,7 +32,7 @@ def main() -> None:
     """pydelayed: background jobs kept in a SQL table."""
 
 
-for _command in (migrate, work, supervise, jobs_group, monitor, web, cron_group):
+for _command in (migrate, work, supervise, jobs_group, monitor, web, cron_group, workers):
     main.add_command(_command)
 
 

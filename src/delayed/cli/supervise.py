@@ -41,7 +41,7 @@ def check_config(path: str | None, connect: bool) -> int:
         return EXIT_OK
     config = settings.config
     try:
-        engine = engine_for(config.database_url)
+        engine = engine_for(config.database_url, config.pooler)
         with engine.connect() as conn:
             present = sa.inspect(conn).has_table(get_table(config.table_name).name)
     except Exception as exc:
