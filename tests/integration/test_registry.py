@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 import delayed
-from delayed import events
+from delayed import events, statsd
 from delayed.backends import ClaimFilter, backend_for
 from delayed.cli import main
 from delayed.errors import ConfigError
@@ -25,6 +25,7 @@ from delayed.worker import Worker
 from delayed.workers import list_workers
 from tests.helpers import wait_for
 from tests.jobs.sample_jobs import Remember, Sleep
+from tests.statsd_helpers import UdpListener
 
 FAST = {"heartbeat_interval": 0.2, "worker_timeout": 1.0, "sleep_delay": 0.1}
 
@@ -233,3 +234,19 @@ def test_workers_command_lists_json(db) -> None:
     assert info["heartbeat_age"] > 3000
     text = CliRunner().invoke(main, ["workers", "--database-url", db.url])
     assert text.exit_code == 0 and "DEAD" in text.output and "host:gone pid:7" in text.output
+
+
+def test_rescue_counts_in_statsd(db) -> None:
+    with UdpListener() as listener:
+        config = delayed.get_config().replace(worker_timeout=5.0, heartbeat_interval=1.0)
+        settings = {"host": "127.0.0.1", "port": listener.port, "prefix": "", "sample_rate": 1.0}
+        config = config.with_section("statsd", **settings)
+        statsd.install(config)
+        try:
+            delayed.enqueue_many([Remember.build(n) for n in range(2)])
+            _dead_worker(db, "host:gone pid:9 00000009")
+            _claim(db, "host:gone pid:9 00000009", 2)
+            Rescuer(backend_for(db.engine, db.table), workers_table(), config, "r").run_once()
+            listener.wait_for_lines(lambda got: {"worker.rescued:1|c", "worker.rescued_jobs:2|c"} <= set(got))
+        finally:
+            statsd.uninstall()
