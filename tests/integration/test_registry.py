@@ -250,3 +250,62 @@ def test_rescue_counts_in_statsd(db) -> None:
             listener.wait_for_lines(lambda got: {"worker.rescued:1|c", "worker.rescued_jobs:2|c"} <= set(got))
         finally:
             statsd.uninstall()
+
+
+def _terminate_heartbeats(pg: Any, table: str) -> int:
+    """pg_terminate_backend every session whose statement is a heartbeat of `table` (found in
+    pg_stat_activity by its query; never this session)."""
+    with pg.engine.connect() as conn:
+        return len(
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND query LIKE :pattern"
+                ),
+                {"pattern": f"UPDATE {table} SET heartbeat_at%"},
+            ).all()
+        )
+
+
+def test_a_worker_whose_heartbeat_session_is_cut_stops_claiming_before_its_jobs_are_rescued(pg) -> None:
+    """The victim's claims still work; only its heartbeat cannot be written: its registry row is
+    held by another transaction and its heartbeat session is terminated again and again. It
+    stops claiming (worker_timeout / 2) before another host rescues its job (worker_timeout)."""
+    config = delayed.get_config().replace(heartbeat_interval=0.5, worker_timeout=3.0, sleep_delay=0.1)
+    [slow] = delayed.enqueue_many([Sleep.build(30, token="victim")])
+    victim = Worker(config=config)
+    fenced_exits: list[float] = []
+    victim.on_fenced = lambda: fenced_exits.append(time.monotonic())
+    fenced: list[float] = []
+    unsubscribe = events.subscribe("delayed.worker.fenced", lambda _e: fenced.append(time.monotonic()))
+    thread = _run_in_thread(victim)
+    holder = pg.engine.connect()
+    try:
+        wait_for(lambda: pg.row(slow)["locked_by"] == victim.name, timeout=10)
+        w = workers_table()
+        holder.begin()
+        holder.execute(sa.select(w).where(w.c.name == victim.name).with_for_update())
+        cut_at = time.monotonic()
+        kills = 0
+        while time.monotonic() - cut_at < config.worker_timeout + 0.5:
+            kills += _terminate_heartbeats(pg, w.name)
+            time.sleep(0.1)
+        assert kills >= 2, "the heartbeat session was found and cut more than once"
+        assert fenced and fenced[0] - cut_at <= config.worker_timeout / 2 + 1.0, (fenced, cut_at)
+        [late] = delayed.enqueue_many([Remember.build("enqueued while fenced")])
+        time.sleep(0.5)
+        assert pg.row(late)["locked_by"] is None, "the fenced worker claims nothing"
+        # Another host's rescue: let go of the row right after cutting the heartbeat once more.
+        _terminate_heartbeats(pg, w.name)
+        holder.rollback()
+        rescued = Rescuer(backend_for(pg.engine, pg.table), w, config, "other-host").run_once()
+        rescued_at = time.monotonic()
+        assert [r.ids for r in rescued] == [[slow]]
+        assert fenced[0] < rescued_at - config.worker_timeout / 2 + 1.0
+        wait_for(lambda: fenced_exits, timeout=5)  # its job was still running: it must stop
+    finally:
+        unsubscribe()
+        holder.close()
+        victim.stop()
+        victim.stop()  # forced: the 30 s job is abandoned
+        thread.join(10)

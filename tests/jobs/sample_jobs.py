@@ -109,30 +109,3 @@ class RecordRun(delayed.Job, name="tests.record_run"):
 def add(a: int, b: int) -> int:
     note("add", a + b)
     return a + b
-
-
-STINTS_DDL = (
-    "CREATE TABLE IF NOT EXISTS job_stints "
-    "(token VARCHAR(64), pid INTEGER, kind VARCHAR(8), at DOUBLE PRECISION)"
-)
-
-
-class Stint(delayed.Job, name="tests.stint"):
-    """Records its start and its end (token, pid, wall-clock time) in job_stints, sleeping between.
-
-    The rescue tests read them: which process ran each job, when, and whether a job ever ran
-    twice at once.
-    """
-
-    def perform(self, token: str, seconds: float) -> None:
-        self._mark(token, "start")
-        time.sleep(seconds)
-        self._mark(token, "end")
-
-    @staticmethod
-    def _mark(token: str, kind: str) -> None:
-        with delayed.get_engine().begin() as conn:
-            conn.execute(
-                sa.text("INSERT INTO job_stints (token, pid, kind, at) VALUES (:token, :pid, :kind, :at)"),
-                {"token": token, "pid": os.getpid(), "kind": kind, "at": time.time()},
-            )
