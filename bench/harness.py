@@ -106,6 +106,7 @@ class System:
     failed_sql: str | None = None  # jobs that ended badly (must stay 0)
     supervisor: bool = False  # ours: run the supervisor instead of W `delayed work` processes
     ours: bool = False
+    extra_env: tuple[tuple[str, str], ...] = ()  # e.g. DELAYED_HEARTBEAT_INTERVAL for a variant
 
     def run_driver(self, *args: str, timeout: float = 600) -> str:
         cmd = [self.python, str(self.driver), *args]
@@ -120,6 +121,7 @@ class System:
         env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         if udp_port is not None:
             env["BENCH_UDP_PORT"] = str(udp_port)
+        env.update(self.extra_env)
         return env
 
     def settings(self, threads: int) -> dict[str, Any]:
