@@ -20,6 +20,7 @@ from delayed.cli import main
 from delayed.errors import ConfigError
 from delayed.rescue import Rescuer
 from delayed.schema import workers_table
+from delayed.supervisor.reclaim import Reclaim, Reclaimer
 from delayed.timeutil import utcnow
 from delayed.worker import Worker
 from delayed.workers import list_workers
@@ -167,9 +168,16 @@ def test_a_rescued_worker_takes_a_new_name_and_never_touches_the_reclaimed_row(d
             conn.execute(w.update().where(w.c.name == old).values(heartbeat_at=utcnow() - timedelta(hours=1)))
         Rescuer(backend_for(db.engine, db.table), w, config, "other-host").run_once()
         assert db.row(job_id)["locked_by"] is None
-        db.update(job_id, run_at=utcnow() - timedelta(seconds=1))  # no back-off wait in a test
+        # Another host claims it (as its claim would, past the back-off).
         other = "host:other pid:2 0000bbbb"
-        assert _claim(db, other, 1) == [job_id]
+        t = db.table
+        with db.engine.begin() as conn:
+            claimed = conn.execute(
+                t.update()
+                .where(t.c.id == job_id, t.c.locked_by.is_(None))
+                .values(locked_by=other, locked_at=utcnow())
+            ).rowcount
+        assert claimed == 1
         wait_for(lambda: worker.name != old, timeout=5)
         wait_for(lambda: fenced, timeout=5)
         wait_for(lambda: worker.busy == 0, timeout=10)
@@ -309,3 +317,18 @@ def test_a_worker_whose_heartbeat_session_is_cut_stops_claiming_before_its_jobs_
         victim.stop()
         victim.stop()  # forced: the 30 s job is abandoned
         thread.join(10)
+
+
+def test_the_masters_reclaim_of_a_dead_child_removes_its_registry_row(db) -> None:
+    name = "host:box pid:4242 0badcafe"
+    _dead_worker(db, name, age=0.0)
+    _dead_worker(db, "host:box pid:4343 0badcaff", age=0.0)
+    delayed.enqueue_many([Remember.build(1)])
+    [job_id] = _claim(db, name, 1)
+    reclaimer = Reclaimer()
+    try:
+        reclaimer.submit(Reclaim(4242, name, delayed.get_config()), recheck=False)
+    finally:
+        reclaimer.dispose()
+    assert db.row(job_id)["locked_by"] is None
+    assert [r["name"] for r in _registry(db)] == ["host:box pid:4343 0badcaff"]
