@@ -332,3 +332,11 @@ def test_the_masters_reclaim_of_a_dead_child_removes_its_registry_row(db) -> Non
         reclaimer.dispose()
     assert db.row(job_id)["locked_by"] is None
     assert [r["name"] for r in _registry(db)] == ["host:box pid:4343 0badcaff"]
+
+
+def test_workers_command_exit_statuses(tmp_path) -> None:
+    missing = f"sqlite:///{tmp_path / 'no' / 'such.sqlite3'}"
+    result = CliRunner().invoke(main, ["workers", "--database-url", missing])
+    assert result.exit_code == 1 and "failed" in result.output, result.output
+    bad = CliRunner().invoke(main, ["workers", "--database-url", "not a url"])
+    assert bad.exit_code == 2, bad.output

@@ -17,8 +17,9 @@ import click
 import sqlalchemy as sa
 
 from ..db import describe_error, redact
+from ..errors import ConfigError
 from ..workers import WorkerInfo, list_workers
-from .options import EXIT_FAILED, config_options, load_config
+from .options import EXIT_FAILED, config_options, fail, load_config
 
 
 def _age(seconds: float) -> str:
@@ -49,6 +50,8 @@ def workers(as_json: bool, **params: Any) -> None:
     config = load_config("workers", params, require_modules=False)
     try:
         found = list_workers(config)
+    except ConfigError as exc:  # e.g. a database_url that is not one
+        fail(str(exc))
     except sa.exc.SQLAlchemyError as exc:
         click.echo(f"Error: database {redact(config.database_url)} failed: {describe_error(exc)}", err=True)
         click.echo("(has `delayed migrate` created the worker registry table?)", err=True)
