@@ -3,7 +3,7 @@
 - drain throughput, plain `delayed work` W x C, with the registry off (heartbeat_interval = 0),
   on at its default (10 s) and on at the test settings (1 s, timeout 5 s), alternating in
   each round; medians and the ratios to "off";
-- rescue time: two supervisors ("hosts") on one database; host A runs `k` one-second jobs
+- rescue time: two supervisors ("hosts") on one database; host A runs `k` three-second jobs (host B as many)
   and is SIGKILLed whole (master and children); the figure is kill -> every one of those jobs
   done on host B. With the registry (heartbeat 1 s, worker_timeout 5 s) against the same kill
   without it, where the rows wait for the lock timeout (max_run_time 5 s + 30 s).
@@ -33,6 +33,7 @@ from delayed.db import create_engine
 
 REGISTRY_OFF = (("DELAYED_HEARTBEAT_INTERVAL", "0"),)
 FAST = (("DELAYED_HEARTBEAT_INTERVAL", "1"), ("DELAYED_WORKER_TIMEOUT", "5"))
+NAP = 3.0  # seconds each job of the rescue scenario runs
 
 
 def _drain_variants(ours: System) -> list[System]:
@@ -73,7 +74,8 @@ def _wait(condition: Any, timeout: float) -> None:
 
 
 def rescue_time(ours: System, registry: bool, k: int, timeout: float) -> dict[str, Any]:
-    """Seconds from the SIGKILL of host A's session to the last of its k jobs done on host B."""
+    """Seconds from the SIGKILL of host A's session to the last of its k jobs done on host B
+    (each runs NAP seconds, and host B's own k jobs end before any rescue)."""
     with scratch_database("postgresql") as db, tempfile.TemporaryDirectory(prefix="pyd-rescue-") as tmp:
         ours.run_driver("setup", db.url)
         engine = create_engine(db.url, poolclass=sa.pool.NullPool)
@@ -94,15 +96,16 @@ def rescue_time(ours: System, registry: bool, k: int, timeout: float) -> dict[st
                 return proc
 
             a = host("a")
-            with engine.begin() as conn:
-                delayed.enqueue_many([bench_jobs.Nap.build(1.0) for _ in range(k)], using=conn)
-            locked = "SELECT count(*) FROM delayed_jobs WHERE locked_by IS NOT NULL"
-            _wait(lambda: _count(engine, locked) == k, timeout)
             host("b")
             if registry:
                 _wait(lambda: _count(engine, "SELECT count(*) FROM delayed_workers") == 2, timeout)
             else:
-                time.sleep(3.0)  # host B's child is up and polling
+                time.sleep(4.0)  # both hosts' children are up and polling
+            # 2k jobs: each host claims k (max_claims = k), then host A dies with its k running.
+            with engine.begin() as conn:
+                delayed.enqueue_many([bench_jobs.Nap.build(NAP) for _ in range(2 * k)], using=conn)
+            locked = "SELECT count(*) FROM delayed_jobs WHERE locked_by IS NOT NULL"
+            _wait(lambda: _count(engine, locked) == 2 * k, timeout)
             killed = time.monotonic()
             _kill_session(a.pid)
             _wait(lambda: _count(engine, "SELECT count(*) FROM delayed_jobs") == 0, timeout)
