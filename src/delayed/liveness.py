@@ -39,6 +39,7 @@ from . import events
 from .backends import Backend
 from .config import Config
 from .db import describe_error
+from .errors import FencedError
 from .rescue import Rescuer
 from .schema import workers_table
 
@@ -72,6 +73,8 @@ class Liveness:
         self.running = running
         self.rescuer = Rescuer(backend, self.table, config, name)
         self._last_ok: float | None = None  # monotonic time the last heartbeat write returned
+        self._last_error: Exception | None = None
+        self._beat_lock = threading.Lock()  # the thread and check() may beat at once
         self._fenced = False  # said once per streak
         self._failing = False
         self._stop = threading.Event()
@@ -138,6 +141,22 @@ class Liveness:
             log.info("worker %s: heartbeat written again; claiming resumes", self.name)
         return fresh
 
+    def check(self) -> None:
+        """Before a claim: raise why this worker may not claim now.
+
+        Not registered yet (the database failed at start): register now, and raise the
+        database's own error if that fails, so the loop reports a missing database or table
+        as it would without the registry. Registered but stale: FencedError.
+        """
+        if not self.enabled:
+            return
+        if self._last_ok is None:
+            self._beat()
+            if self._last_ok is None and self._last_error is not None:
+                raise self._last_error
+        if not self.may_claim():
+            raise FencedError(self.why_not())
+
     def why_not(self) -> str:
         """For the loop's log and the reserve event: why no claim was made."""
         return (
@@ -157,6 +176,10 @@ class Liveness:
                 self._rescue()
 
     def _beat(self) -> None:
+        with self._beat_lock:
+            self._beat_locked()
+
+    def _beat_locked(self) -> None:
         w = self.table
         try:
             with self.backend.engine.begin() as conn:
@@ -179,7 +202,8 @@ class Liveness:
                         )
                     )
         except Exception as exc:
-            if self._last_ok is None and self.backend.missing(exc) == "table":
+            self._last_error = exc
+            if self._last_ok is None and self.backend.missing(exc) == "table" and self._is_ours(exc):
                 self.enabled = False
                 log.warning(
                     "table %s does not exist: this worker runs without the worker registry (no "
@@ -194,7 +218,12 @@ class Liveness:
         if self._failing:
             self._failing = False
             log.info("worker %s: heartbeat written again", self.name)
+        self._last_error = None
         self._last_ok = time.monotonic()
+
+    def _is_ours(self, exc: Exception) -> bool:
+        """The missing table is the registry's (not the jobs table: that one the loop reports)."""
+        return self.table.name in str(getattr(exc, "orig", None) or exc)
 
     def _rescued(self) -> None:
         """Our row was deleted by a rescue: the rows we held were given back. Take a new name."""

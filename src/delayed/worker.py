@@ -648,9 +648,8 @@ class Worker:
             database_adapter=self.backend.name,
         ) as payload:
             try:
-                liveness = self._liveness
-                if liveness is not None and not liveness.may_claim():
-                    raise FencedError(liveness.why_not())
+                if self._liveness is not None:
+                    self._liveness.check()  # FencedError, or why it cannot register
                 if self._conn is None:
                     self._conn = self.backend.connect(self.config.durable_claims)
                 if self._reserve_failures:
