@@ -416,7 +416,7 @@ class Worker:
     def _release_unstarted(self, jobs: list[JobRecord]) -> None:
         ids = [record.id for record in jobs]
         try:
-            with self.backend.engine.connect() as conn:
+            with self.backend.write_connection() as conn:
                 self.backend.release(conn, self.name, ids)
             log.info("released %d job(s) claimed as the stop arrived: %s", len(ids), ids)
         except Exception as exc:
@@ -434,7 +434,7 @@ class Worker:
         if not ids:
             return
         try:
-            with self.backend.engine.connect() as conn:
+            with self.backend.write_connection() as conn:
                 count = self.backend.release(conn, self.name, ids)
             log.warning("released %d job(s) still held at exit: %s", count, ids)
         except Exception as exc:
@@ -697,7 +697,7 @@ class Worker:
             keep = set(self._held)
         if self._completer is not None:
             keep |= self._completer.pending_ids()
-        with self.backend.engine.connect() as conn:
+        with self.backend.write_connection() as conn:
             count = self.backend.release(conn, self.name, exclude=sorted(keep))
         if count:
             log.warning("released %d job(s) claimed by a pickup whose reply was lost", count)
