@@ -7,6 +7,7 @@
     delayed monitor            the gauges, once or every interval (--prometheus: an exporter)
     delayed web                the dashboard (delayed.web; pip install 'pydelayed[web]')
     delayed cron ...           recurring jobs: list, run now, pause, resume
+    delayed workers            the worker registry: live workers, heartbeat ages, jobs held
 
 Each command's flags come from the settings table (delayed.cli.options); one logging set-up
 (delayed.logs) and one exit-status convention serve them all.
