@@ -147,9 +147,10 @@ class System:
         """The processes to start: W peer workers, W `delayed work`, or `hosts` supervisors.
 
         `hosts` > 1 starts that many supervisors on the same database, each with its share of
-        the W children, standing in for separate machines (ours only). Until the worker
-        registry exists they know nothing of each other, so this only adds claim contention;
-        the scale scenario exposes it as `--scale-hosts` for when it does.
+        the W children, standing in for separate machines (ours only). Their children register
+        in the worker registry and rescue each other's jobs if one dies (issue 12); in a drain
+        that adds one heartbeat per child per interval beside the claim contention. The scale
+        scenario exposes it as `--scale-hosts`.
         """
         if not self.ours:
             return [[self.python, str(self.driver), "work", db.dsn, "--concurrency", str(threads)]] * workers
