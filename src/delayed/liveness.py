@@ -41,7 +41,7 @@ from .config import Config
 from .db import describe_error
 from .errors import FencedError
 from .rescue import Rescuer
-from .schema import workers_table
+from .schema import qualified, workers_table
 
 log = logging.getLogger("delayed.liveness")
 
@@ -64,7 +64,7 @@ class Liveness:
         self.name = name
         self.pool = pool
         self.queues = queues
-        self.table = workers_table(backend.table.name)
+        self.table = workers_table(qualified(backend.table))
         self.interval = config.heartbeat_interval
         self.timeout = config.worker_timeout
         self.enabled = self.interval > 0

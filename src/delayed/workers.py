@@ -54,7 +54,7 @@ def list_workers(config: Config, engine: sa.Engine | None = None) -> list[Worker
     engine = engine if engine is not None else engine_for(config.database_url, config.pooler)
     jobs = get_table(config.table_name)
     backend = backend_for(engine, jobs)
-    w = workers_table(jobs.name)
+    w = workers_table(config.table_name)
     with engine.connect() as conn:
         now = conn.execute(sa.select(backend.db_now_utc())).scalar_one()
         rows = conn.execute(sa.select(w).order_by(w.c.heartbeat_at, w.c.name)).mappings().all()

@@ -21,9 +21,10 @@ from ..contrib.django.setup import setup_if_configured
 from ..errors import DelayedError
 from ..liveness import exit_fenced
 from ..recurring import Scheduler, load_entries
+from ..schema import SchemaOutOfDate
 from ..tracing import instrument_from_config
 from ..worker import Worker
-from .options import config_options, fail, load_config
+from .options import EXIT_FAILED, config_options, fail, load_config
 
 
 @click.command("work")
@@ -47,6 +48,10 @@ def work(exit_on_complete: bool, **params: Any) -> None:
         worker.on_fenced = exit_fenced
     except DelayedError as exc:
         fail(str(exc))
+    try:
+        worker.check_schema()  # before any thread starts: one line, exit 1
+    except SchemaOutOfDate as exc:
+        fail(str(exc), EXIT_FAILED)
     statsd.install(config)
     prometheus.install(config)  # [prometheus] multiproc_dir: job counters and timings
     scheduler = _start_scheduler(config)

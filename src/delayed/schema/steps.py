@@ -1,0 +1,169 @@
+"""The versioned schema steps: `STEPS`, in version order, each the DDL text of one change.
+
+A step's `statements(dialect, names)` returns its DDL for one dialect, so `delayed migrate
+--sql` prints exactly what `delayed migrate` runs. Versions are pre-assigned (see
+docs/migrations.md): 1 baseline jobs table, 2 cron tables, 3 worker registry, 4 unique keys
+and concurrency leases, 5 kept results. Applied versions are recorded one row each, so a
+step merged later with a lower number still applies.
+
+`adopt` serves databases made before versioning (the jobs table exists, the version table
+does not): it inspects the database and returns None when the step's objects are absent
+(the step then runs), or the statements that complete them (possibly none); the step is
+then recorded as applied. Steps added after versioning need no `adopt`.
+
+Every identifier in the DDL is quoted by SQLAlchemy (CreateTable, CreateIndex, the dialect's
+identifier preparer), never spliced by hand: the names come from configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .tables import TableNames, cron_tables, get_table, index_applies, make_table, workers_table
+
+Statements = Callable[[Dialect, TableNames], list[str]]
+Adopt = Callable[[sa.Inspector, Dialect, TableNames], list[str] | None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One schema change: its version, a one-line summary, its DDL per dialect."""
+
+    version: int
+    summary: str
+    statements: Statements
+    adopt: Adopt | None = None
+
+
+def create_table(table: sa.Table, dialect: Dialect) -> list[str]:
+    """CREATE TABLE and the table's CREATE INDEXes for `dialect`, as text."""
+    statements = [str(CreateTable(table).compile(dialect=dialect)).strip()]
+    for index in sorted(table.indexes, key=lambda i: i.name or ""):
+        if index_applies(index, dialect):
+            statements.append(str(CreateIndex(index).compile(dialect=dialect)).strip())
+    return statements
+
+
+def _quoted_name(dialect: Dialect, schema: str | None, name: str) -> str:
+    prep = dialect.identifier_preparer
+    return (prep.quote_schema(schema) + "." if schema else "") + prep.quote(name)
+
+
+def _string_literal(dialect: Dialect, value: str) -> str:
+    process = sa.String().literal_processor(dialect)
+    assert process is not None
+    return str(process(value))
+
+
+def postgres_extras(table: sa.Table, dialect: Dialect) -> list[str]:
+    """Fillfactor, autovacuum, and the statement-level NOTIFY trigger (PostgreSQL only).
+
+    Every row is written at least twice (insert, claim, delete), so pages keep room for HOT
+    updates and autovacuum runs early; the trigger wakes idle workers when jobs are inserted.
+    Each statement is safe to run again (adoption of an old table re-runs them).
+    """
+    prep = dialect.identifier_preparer
+    quoted = prep.format_table(table)
+    live_index = _quoted_name(dialect, table.schema, f"idx_{table.name}_live")
+    function = _quoted_name(dialect, table.schema, f"{table.name}_notify")
+    trigger = prep.quote(f"{table.name}_notify")
+    channel = _string_literal(dialect, table.name)
+    return [
+        f"ALTER TABLE {quoted} SET (fillfactor = 33, autovacuum_vacuum_scale_factor = 0.02)",
+        f"ALTER INDEX {live_index} SET (fillfactor = 33)",
+        f"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN PERFORM pg_notify({channel}, ''); RETURN NULL; END $$",
+        f"DROP TRIGGER IF EXISTS {trigger} ON {quoted}",
+        f"CREATE TRIGGER {trigger} AFTER INSERT ON {quoted} FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+    ]
+
+
+# ------------------------------------------------------------------ 1: the baseline jobs table
+def _baseline(dialect: Dialect, names: TableNames) -> list[str]:
+    table = make_table(names.configured, sa.MetaData(), version=1)  # the first release's shape
+    statements = create_table(table, dialect)
+    if dialect.name == "postgresql":
+        statements += postgres_extras(table, dialect)
+    return statements
+
+
+def _adopt_baseline(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """An old jobs table: create its missing indexes and (PostgreSQL) re-apply the extras."""
+    if not inspector.has_table(names.jobs, schema=names.schema):
+        return None
+    table = make_table(names.configured, sa.MetaData(), version=1)
+    existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
+    statements = [
+        str(CreateIndex(index).compile(dialect=dialect)).strip()
+        for index in sorted(table.indexes, key=lambda i: i.name or "")
+        if index.name not in existing and index_applies(index, dialect)
+    ]
+    if dialect.name == "postgresql":
+        statements += postgres_extras(table, dialect)
+    return statements
+
+
+# ------------------------------------------------------------------ 2: the cron tables
+def _cron(dialect: Dialect, names: TableNames) -> list[str]:
+    statements: list[str] = []
+    for table in cron_tables(names.configured):
+        statements += create_table(table, dialect)
+    return statements
+
+
+def _adopt_cron(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """Made by the cron release's unversioned migrate: present (both tables), or run the step."""
+    runs, entries = cron_tables(names.configured)
+    present = [inspector.has_table(t.name, schema=t.schema) for t in (runs, entries)]
+    if not all(present):
+        return None if not any(present) else _missing_cron_tables(runs, entries, present, dialect)
+    return []
+
+
+def _missing_cron_tables(
+    runs: sa.Table, entries: sa.Table, present: list[bool], dialect: Dialect
+) -> list[str]:
+    statements: list[str] = []
+    for table, there in zip((runs, entries), present, strict=True):
+        if not there:
+            statements += create_table(table, dialect)
+    return statements
+
+
+# ------------------------------------------------------------------ 3: the worker registry
+def _workers(dialect: Dialect, names: TableNames) -> list[str]:
+    """delayed_workers: a new table, so nothing to do to the rows of a live jobs table."""
+    return create_table(workers_table(names.configured), dialect)
+
+
+def new_indexes(table: sa.Table, version: int, dialect: Dialect) -> list[str]:
+    """CREATE INDEX for the indexes of `table` marked `info=since(version)` on `dialect`."""
+    return [
+        str(CreateIndex(index).compile(dialect=dialect)).strip()
+        for index in sorted(table.indexes, key=lambda i: i.name or "")
+        if index.info.get("since") == version and index_applies(index, dialect)
+    ]
+
+
+# ------------------------------------------------------------------ 6: the failed-jobs list index
+def _failed_list(dialect: Dialect, names: TableNames) -> list[str]:
+    """The dashboard's failed list at a million rows (bench/README.md, web_million.py)."""
+    return new_indexes(get_table(names.configured), 6, dialect)
+
+
+STEPS: tuple[Step, ...] = (
+    Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
+    Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
+    Step(3, "worker registry: delayed_workers (heartbeats, rescue of dead workers' jobs)", _workers),
+    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list),
+)
+
+
+def latest_version(steps: tuple[Step, ...] | None = None) -> int:
+    """The highest version this release knows."""
+    return max(step.version for step in (STEPS if steps is None else steps))
