@@ -109,3 +109,14 @@ class Soak(delayed.Job, name="bench.soak"):
             "VALUES (%s, %s, %s, %s, %s, %s)",
             (token, kind, t_enqueue, t_due, t_start, os.getpid()),
         )
+
+
+class Nap(delayed.Job, name="bench.nap"):
+    """Sleeps `seconds` (the rescue scenario: jobs a killed host was running); retried at once,
+    so the figure is the rescue's own delay, not the retry back-off."""
+
+    def reschedule_at(self, now: Any, attempts: int) -> Any:
+        return now
+
+    def perform(self, seconds: float) -> None:
+        time.sleep(seconds)

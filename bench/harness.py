@@ -106,6 +106,7 @@ class System:
     failed_sql: str | None = None  # jobs that ended badly (must stay 0)
     supervisor: bool = False  # ours: run the supervisor instead of W `delayed work` processes
     ours: bool = False
+    extra_env: tuple[tuple[str, str], ...] = ()  # e.g. DELAYED_HEARTBEAT_INTERVAL for a variant
 
     def run_driver(self, *args: str, timeout: float = 600) -> str:
         cmd = [self.python, str(self.driver), *args]
@@ -120,6 +121,7 @@ class System:
         env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         if udp_port is not None:
             env["BENCH_UDP_PORT"] = str(udp_port)
+        env.update(self.extra_env)
         return env
 
     def settings(self, threads: int) -> dict[str, Any]:
@@ -145,9 +147,10 @@ class System:
         """The processes to start: W peer workers, W `delayed work`, or `hosts` supervisors.
 
         `hosts` > 1 starts that many supervisors on the same database, each with its share of
-        the W children, standing in for separate machines (ours only). Until the worker
-        registry exists they know nothing of each other, so this only adds claim contention;
-        the scale scenario exposes it as `--scale-hosts` for when it does.
+        the W children, standing in for separate machines (ours only). Their children register
+        in the worker registry and rescue each other's jobs if one dies (issue 12); in a drain
+        that adds one heartbeat per child per interval beside the claim contention. The scale
+        scenario exposes it as `--scale-hosts`.
         """
         if not self.ours:
             return [[self.python, str(self.driver), "work", db.dsn, "--concurrency", str(threads)]] * workers

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None, scenarios: list[Scenario]) -> argparse.Na
     parser.add_argument(
         "--scale-hosts",
         default="1",
-        help="supervisors standing in for hosts, e.g. 1,2,4 (meaningful once the worker registry exists)",
+        help="supervisors standing in for hosts, e.g. 1,2,4 (their children share the worker registry)",
     )
     parser.add_argument("--soak-seconds", type=float, default=None, help="soak length (default by mode)")
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/<mode>-<time>.json)")

@@ -22,6 +22,7 @@ import delayed
 from delayed import schema
 from delayed.config import build_config, set_config
 from delayed.db import create_engine
+from tests.pgbouncer import PGBOUNCER, PgBouncer
 
 PG_ADMIN_URL = os.environ.get("DELAYED_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MYSQL_ADMIN_URL = os.environ.get("DELAYED_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -149,7 +150,7 @@ class Database:
 
 def _truncate(db: ServerDatabase) -> None:
     with db.engine.begin() as conn:
-        for table in ("delayed_jobs", "delayed_job_leases"):
+        for table in ("delayed_jobs", "delayed_job_leases", "delayed_workers"):
             if db.backend == "sqlite":
                 conn.exec_driver_sql(f"DELETE FROM {table}")
             else:
@@ -186,3 +187,14 @@ def pg(servers: _Servers) -> Iterator[Database]:
 def mysql_db(servers: _Servers) -> Iterator[Database]:
     """MariaDB/MySQL only."""
     yield from _only(servers, "mysql")
+
+
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction pooling mode in front of the test PostgreSQL (tests/pgbouncer.py)."""
+    if PGBOUNCER is None:
+        unavailable("pgbouncer", "no pgbouncer executable (apt-get install pgbouncer)")
+    admin = sa.make_url(PG_ADMIN_URL)
+    bouncer = PgBouncer(admin.host or "127.0.0.1", admin.port or 5432)
+    yield bouncer
+    bouncer.stop()

@@ -126,7 +126,7 @@ class StatsRow:
 # ----------------------------------------------------------------------------- plumbing
 def _setup(bind: Bind | None, config: Config | None) -> tuple[Bind, Config, sa.Table]:
     config = config or get_config()
-    bind = bind if bind is not None else engine_for(config.database_url)
+    bind = bind if bind is not None else engine_for(config.database_url, config.pooler)
     return bind, config, get_table(config.table_name)
 
 

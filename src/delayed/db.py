@@ -11,6 +11,7 @@ import math
 import os
 import select
 import threading
+import weakref
 from typing import Any
 
 import sqlalchemy as sa
@@ -127,10 +128,29 @@ def timeout_args(url: str | URL, connect_timeout: float, network_timeout: float)
     return {key: value for key, value in args.items() if key not in parsed.query}
 
 
-def create_engine(url: str | URL, **kwargs: Any) -> Engine:
-    """A new engine for `url` with our drivers and per-dialect connection settings."""
+# Engines made for PostgreSQL behind a transaction-pooling PgBouncer ([delayed] pooler):
+# the backend asks `transaction_pooled(engine)` and leaves out what breaks there.
+_transaction_pooled: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def transaction_pooled(engine: Engine) -> bool:
+    """Was `engine` made for a transaction-pooling PgBouncer (no session state survives a
+    transaction: no LISTEN, no session SET, no server-side prepared statement)?"""
+    return engine in _transaction_pooled
+
+
+def create_engine(url: str | URL, pooler: str = "none", **kwargs: Any) -> Engine:
+    """A new engine for `url` with our drivers and per-dialect connection settings.
+
+    `pooler="transaction"` (PostgreSQL behind PgBouncer in transaction mode): psycopg never
+    prepares a statement on the server (prepare_threshold=None), since the next transaction
+    may run on another server connection that does not know it.
+    """
     parsed = normalize_url(url)
     backend = parsed.get_backend_name()
+    pooled = pooler == "transaction" and backend == "postgresql" and parsed.get_driver_name() == "psycopg"
+    if pooled:
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
     options: dict[str, Any] = {"pool_pre_ping": True}
     if backend == "sqlite":
         options["connect_args"] = {"timeout": 30, "check_same_thread": False}
@@ -151,6 +171,8 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     if pg_check:
         sa.event.listen(engine, "checkout", _pg_checkout_check)
+    if pooled:
+        _transaction_pooled.add(engine)
     return engine
 
 
@@ -168,18 +190,19 @@ class _Engines:
 _engines = _Engines()
 
 
-def engine_for(url: str) -> Engine:
+def engine_for(url: str, pooler: str = "none") -> Engine:
     """This process's engine for `url`: shared by everything that uses the same database.
 
     An engine inherited through fork is forgotten without touching the parent's sockets, and
-    the child makes its own.
+    the child makes its own. `pooler`: [delayed] pooler (see create_engine).
     """
+    key = url if pooler == "none" else f"{url}\x00pooler {pooler}"
     with _engines.lock:
         _forget_after_fork()
-        engine = _engines.by_url.get(url)
+        engine = _engines.by_url.get(key)
         if engine is None:
             _make_room()
-            engine = _engines.by_url[url] = create_engine(url)
+            engine = _engines.by_url[key] = create_engine(url, pooler=pooler)
         return engine
 
 
@@ -199,26 +222,30 @@ def _make_room() -> None:
         _engines.by_url.pop(oldest).dispose()  # checked-out connections live on
 
 
-def worker_engine_for(url: str, connect_timeout: float, network_timeout: float) -> Engine:
+def worker_engine_for(
+    url: str, connect_timeout: float, network_timeout: float, pooler: str = "none"
+) -> Engine:
     """This process's engine for a worker's own connections (claims, outcomes, releases, LISTEN).
 
     Separate from `engine_for(url)`, which jobs share through delayed.get_engine(): its
     timeouts (see timeout_args) would cut a job's own long statements short.
     """
-    key = f"{url}\x00worker {connect_timeout} {network_timeout}"
+    key = f"{url}\x00worker {connect_timeout} {network_timeout} {pooler}"
     with _engines.lock:
         _forget_after_fork()
         engine = _engines.by_url.get(key)
         if engine is None:
             _make_room()
             args = timeout_args(url, connect_timeout, network_timeout)
-            engine = _engines.by_url[key] = create_engine(url, **({"connect_args": args} if args else {}))
+            extra: dict[str, Any] = {"connect_args": args} if args else {}
+            engine = _engines.by_url[key] = create_engine(url, pooler=pooler, **extra)
         return engine
 
 
 def get_engine() -> Engine:
     """The process's engine for the configured database_url (for the edges: enqueue, CLI)."""
-    return engine_for(get_config().database_url)
+    config = get_config()
+    return engine_for(config.database_url, config.pooler)
 
 
 def reset_engine() -> None:

@@ -33,3 +33,7 @@ class UnknownPriorityError(DelayedError, ValueError):
 
 class EnqueueError(DelayedError):
     """The database refused or could not take an enqueue; no job was stored."""
+
+
+class FencedError(DelayedError):
+    """A worker that could not write its heartbeat for worker_timeout / 2 does not claim."""

@@ -127,7 +127,7 @@ class Monitor:
     # -- database ----------------------------------------------------------------------------
     @property
     def backend(self) -> Backend:
-        return backend_for(engine_for(self.config.database_url), self.table)
+        return backend_for(engine_for(self.config.database_url, self.config.pooler), self.table)
 
     def close(self) -> None:
         """Nothing to release: the engine is the process's own for this database (db.engine_for)."""

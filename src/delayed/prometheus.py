@@ -439,7 +439,7 @@ class _MultiProcessFiles:
 
 def make_source(config: Config, engine: Any = None) -> Any:
     """A SnapshotSource on `engine` (default: this process's engine for the config's database)."""
-    chosen = engine if engine is not None else (lambda: engine_for(config.database_url))
+    chosen = engine if engine is not None else (lambda: engine_for(config.database_url, config.pooler))
     return SnapshotSource(config, chosen, prometheus_settings(config).cache)
 
 

@@ -18,6 +18,9 @@ the metric name. With the default prefix:
 | delayed.monitor.run            | delayed.monitor.run                             | timing  |
 | delayed.job.<metric> (monitor) | delayed.job.<metric>.<queue>.<priority>         | gauge   |
 | delayed.supervisor.child_spawned / child_exited / job_killed | same name      | counter |
+| delayed.worker.rescued         | delayed.worker.rescued (+1 per dead worker)     | counter |
+|                                | delayed.worker.rescued_jobs (+ its jobs)        | counter |
+| delayed.worker.fenced          | delayed.worker.fenced                           | counter |
 
 <queue> is the queue with every character outside `A-Z a-z 0-9 _ -` replaced by `_`
 (so "mail.eu west" becomes "mail_eu_west"); a job without a queue reports `_none`, an
@@ -180,6 +183,15 @@ class Forwarder:
     def on_supervisor(self, event: events.Event) -> None:
         self._send("incr", event.name.removeprefix("delayed."), 1)
 
+    def on_rescued(self, event: events.Event) -> None:
+        """A dead worker's jobs were given back (liveness.py / rescue.py): one per worker, and
+        the jobs, so an alert can fire on any rescue and a graph shows how much was at stake."""
+        self._send("incr", "worker.rescued", 1)
+        self._send("incr", "worker.rescued_jobs", int(event.payload.get("count", 0)))
+
+    def on_fenced(self, event: events.Event) -> None:
+        self._send("incr", "worker.fenced", 1)
+
     def subscribe(self) -> None:
 
         routes: list[tuple[str, Callable[[events.Event], None]]] = [
@@ -189,6 +201,8 @@ class Forwarder:
             ("delayed.job.enqueue", self.on_enqueue),
             ("delayed.worker.reserve_jobs", self.on_reserve),
             ("delayed.monitor.run", self.on_monitor_run),
+            ("delayed.worker.rescued", self.on_rescued),
+            ("delayed.worker.fenced", self.on_fenced),
         ]
         routes += [(f"delayed.job.{metric}", self.on_gauge) for metric in METRICS]
         routes += [(name, self.on_supervisor) for name in SUPERVISOR_COUNTERS]

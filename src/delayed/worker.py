@@ -43,7 +43,9 @@ from .backends import Backend, ClaimFilter, Waiter, backend_for
 from .completer import MAX_PENDING, Completer
 from .config import Config, get_config
 from .db import describe_error, worker_engine_for
+from .errors import FencedError
 from .executor import Executor
+from .liveness import Liveness
 from .priority import resolve as resolve_priority
 from .record import JobRecord, Outcome
 from .schema import check_current, get_table
@@ -142,6 +144,7 @@ class Worker:
         name: str | None = None,
         config: Config | None = None,
         backend: Backend | None = None,
+        pool: str | None = None,
     ) -> None:
         base = config or get_config()
         overrides = {
@@ -155,6 +158,11 @@ class Worker:
         self.config = base.replace(**{k: v for k, v in overrides.items() if v is not None})
         self._name = name
         self._backend = backend
+        self.pool = pool  # the supervisor pool's name, for the worker registry
+        # Called from the heartbeat thread when jobs still running here have been (or are about
+        # to be) rescued by another worker; the CLI and the supervisor child exit the process.
+        self.on_fenced: Callable[[], None] | None = None
+        self._liveness: Liveness | None = None
         self.max_claims: int = self.config.max_claims
         names = self.config.priority_names
         self.filter = ClaimFilter(
@@ -199,13 +207,23 @@ class Worker:
             self._name = default_worker_name()
         return self._name
 
+    def _new_generation(self) -> str:
+        """After a rescue declared this worker dead: a new name, so that nothing written under
+        the old one (outcomes, releases: all matched on locked_by) touches a row claimed again."""
+        self._name = default_worker_name()
+        if self._executor is not None:
+            self._executor.worker_name = self._name
+        return self._name
+
     @property
     def backend(self) -> Backend:
         if self._backend is None:
             # The worker's own engine, with connect and network timeouts (db.timeout_args):
             # a database host that stops answering never blocks the loop or a SIGTERM for long.
             config = self.config
-            engine = worker_engine_for(config.database_url, config.connect_timeout, config.network_timeout)
+            engine = worker_engine_for(
+                config.database_url, config.connect_timeout, config.network_timeout, config.pooler
+            )
             self._backend = backend_for(engine, get_table(config.table_name))
         return self._backend
 
@@ -350,6 +368,18 @@ class Worker:
         os.set_blocking(self._wake_w, False)
         self._completer = Completer(self.backend, self.max_pending_outcomes).start()
         self._waiter = self.backend.waiter(self.config.listen_notify)
+        liveness = Liveness(
+            self.backend,
+            self.config,
+            self.name,
+            self.pool,
+            list(self.filter.queues),
+            on_rescued=self._new_generation,
+            running=lambda: self._busy,
+        )
+        liveness.on_fenced = self.on_fenced
+        liveness.start()
+        self._liveness = liveness
         # Each job thread knows its own pool and completer: after a forced stop it must not
         # touch those of a later run of this Worker.
         completer = self._completer
@@ -385,6 +415,9 @@ class Worker:
         self._release_held(exclude=completer.pending_ids() if completer is not None else set())
         if forced and pool is not None:
             self._abandon(pool)
+        if self._liveness is not None:
+            self._liveness.stop()  # a clean exit: the registry row goes
+            self._liveness = None
         self._waiter.close()
         self._close_conn()
         fds = (self._wake_r, self._wake_w)
@@ -629,6 +662,8 @@ class Worker:
             database_adapter=self.backend.name,
         ) as payload:
             try:
+                if self._liveness is not None:
+                    self._liveness.check()  # FencedError, or why it cannot register
                 if self._conn is None:
                     self._conn = self.backend.connect(self.config.durable_claims)
                 if self._reserve_failures:
@@ -645,7 +680,9 @@ class Worker:
                 self._reserve_failures += 1
                 self._last_reserve_error = describe_error(exc)
                 self._unusable_reason = self.backend.unusable_reason(exc)
-                if self._unusable_reason is None:
+                if isinstance(exc, FencedError):
+                    pass  # liveness said it once; the claim connection is fine
+                elif self._unusable_reason is None:
                     log.warning(
                         "Error while reserving jobs (attempt %d): %s",
                         self._reserve_failures,
@@ -653,7 +690,8 @@ class Worker:
                     )
                 elif not self._exit_when_idle:  # exiting, the loop says it once
                     log.warning("%s (attempt %d)", self._unusable_reason, self._reserve_failures)
-                self._invalidate_conn()
+                if not isinstance(exc, FencedError):
+                    self._invalidate_conn()
                 payload["error"] = exc
                 return None
             payload["count"] = len(jobs)

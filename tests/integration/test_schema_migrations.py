@@ -48,7 +48,14 @@ class Family:
 
 def _drop(engine: sa.Engine, names: schema.TableNames) -> None:
     with engine.begin() as conn:
-        for name in (names.versions, names.cron_entries, names.cron_runs, names.leases, names.jobs):
+        for name in (
+            names.versions,
+            names.workers,
+            names.cron_entries,
+            names.cron_runs,
+            names.leases,
+            names.jobs,
+        ):
             table = sa.Table(name, sa.MetaData())
             conn.execute(sa.schema.DropTable(table, if_exists=True))
         if engine.dialect.name == "postgresql":

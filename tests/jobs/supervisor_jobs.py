@@ -49,6 +49,14 @@ class Run(delayed.Job, name="sup.run"):
         record(self, token, "end")
 
 
+class RunRetriedAtOnce(Run, name="sup.run_retried_at_once"):
+    """Run, retried at once after a failed attempt (a rescue): the rescue test times the rescue,
+    not the default back-off (6 s after a first attempt)."""
+
+    def reschedule_at(self, now: datetime, attempts: int) -> datetime:
+        return now
+
+
 class Noop(delayed.Job, name="sup.noop"):
     """Does nothing (the throughput run); retried at once so kills do not stall the drain."""
 

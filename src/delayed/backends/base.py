@@ -302,6 +302,12 @@ class Backend:
 
     def complete(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
         """Write a batch of outcomes in one transaction on `conn`."""
+        with conn.begin():
+            self.write_outcomes(conn, outcomes)
+
+    def write_outcomes(self, conn: Connection, outcomes: Sequence[Outcome]) -> None:
+        """Write outcomes inside the transaction the caller holds on `conn` (the rescue writes
+        them in the same transaction that locks the dead worker's registry row)."""
         t = self.table
         now = utcnow()
         deletes: dict[str, list[int]] = {}
@@ -337,19 +343,18 @@ class Backend:
                         "updated_at": now,
                     }
                 )
-        with conn.begin():
-            for locked_by, ids in deletes.items():
-                conn.execute(t.delete().where(t.c.id.in_(ids), t.c.locked_by == locked_by))
-            if retries:
-                conn.execute(self._unlocking_update("run_at"), retries)
-            if fails:
-                conn.execute(self._unlocking_update("failed_at", free_unique_key=True), fails)
-            if held:
-                conn.execute(self._unlocking_update("failed_at"), held)
-            for holder, ids in leased.items():
-                self.release_leases(conn, ids, holder)
-            if retries:
-                self.notify(conn)
+        for locked_by, ids in deletes.items():
+            conn.execute(t.delete().where(t.c.id.in_(ids), t.c.locked_by == locked_by))
+        if retries:
+            conn.execute(self._unlocking_update("run_at"), retries)
+        if fails:
+            conn.execute(self._unlocking_update("failed_at", free_unique_key=True), fails)
+        if held:
+            conn.execute(self._unlocking_update("failed_at"), held)
+        for holder, ids in leased.items():
+            self.release_leases(conn, ids, holder)
+        if retries:
+            self.notify(conn)
 
     def _unlocking_update(self, column: str, free_unique_key: bool = False) -> Any:
         """UPDATE attempts, last_error and `column`, clearing the lock, where still ours.
@@ -417,6 +422,25 @@ class Backend:
         query = sa.select(t).where(t.c.locked_by == locked_by, t.c.failed_at.is_(None)).order_by(t.c.id)
         with conn.begin():
             return [JobRecord.from_mapping(row) for row in conn.execute(query).mappings()]
+
+    def lock_dead_workers(
+        self, conn: Connection, workers: sa.Table, cutoff: datetime, limit: int
+    ) -> list[str]:
+        """Inside the caller's transaction: lock up to `limit` registry rows whose heartbeat is
+        older than `cutoff` (the database's clock), skipping rows another rescuer holds; their names.
+
+        `FOR UPDATE SKIP LOCKED` (PostgreSQL, MySQL 8 / MariaDB 10.6): two rescuers on two hosts
+        take disjoint dead workers, and a worker's own heartbeat UPDATE waits for the rescue's
+        commit, then finds its row gone. SQLite overrides it (one writer at a time).
+        """
+        query = (
+            sa.select(workers.c.name)
+            .where(workers.c.heartbeat_at < cutoff)
+            .order_by(workers.c.heartbeat_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(conn.execute(query).scalars())
 
     def missing(self, exc: BaseException) -> str | None:
         """What `exc` says is missing for good: "table" (ours) or "database"; else None.

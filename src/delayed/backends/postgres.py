@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from ..db import describe_error
+from ..db import describe_error, transaction_pooled
 from ..errors import EnqueueError
 from ..record import EnqueueResult, JobRecord
 from ..schema import notify_channel
@@ -238,9 +238,15 @@ class PostgresBackend(Backend):
         # other driver goes through SQLAlchemy as before.
         self._direct = engine.dialect.driver == "psycopg"
         self._insert_text: dict[str, str] = {}
+        # Behind a transaction-pooling PgBouncer ([delayed] pooler = "transaction") nothing of
+        # a session outlives a transaction: no LISTEN, no session SET, no prepared statement.
+        self._pooled = transaction_pooled(engine)
+        self._prepare: bool | None = None if self._pooled else True
 
     def waiter(self, listen: bool) -> Waiter:
-        return PostgresWaiter(self) if listen else Waiter()
+        """LISTEN on its own connection; polling behind a transaction pooler (a LISTEN there
+        registers on whichever server connection ran it, and the notifications go nowhere)."""
+        return PostgresWaiter(self) if listen and not self._pooled else Waiter()
 
     def connect(self, durable_claims: bool = False) -> Connection:
         """The claim connection, detached from the pool so its planner setting stays with it.
@@ -259,16 +265,25 @@ class PostgresBackend(Backend):
         them, so such a job may run concurrently with itself after a database crash (never
         lost: enqueues and completions keep synchronous commits).
         """
+        if self._pooled:  # the settings are made per claim, with SET LOCAL (see claim)
+            self._claim_settings = self._settings_sql("SET LOCAL", durable_claims)
+            return self.engine.connect()
         conn = super().connect()
         conn.detach()
         try:
-            sync = "on" if durable_claims else "off"
-            conn.exec_driver_sql(f"SET enable_sort = off; SET synchronous_commit = {sync}")
+            conn.exec_driver_sql(self._settings_sql("SET", durable_claims))
         except Exception:
             conn.invalidate()
             conn.close()
             raise
         return conn
+
+    @staticmethod
+    def _settings_sql(verb: str, durable_claims: bool) -> str:
+        sync = "on" if durable_claims else "off"
+        return f"{verb} enable_sort = off; {verb} synchronous_commit = {sync}"
+
+    _claim_settings = "SET LOCAL enable_sort = off; SET LOCAL synchronous_commit = off"
 
     def missing(self, exc: BaseException) -> str | None:
         orig = getattr(exc, "orig", None) or exc
@@ -351,13 +366,18 @@ class PostgresBackend(Backend):
             sql = self._claim_raw[self._claim_key(flt)]
             try:
                 with driver.cursor() as cursor:
-                    cursor.execute(sql, params, prepare=True)
+                    cursor.execute(sql, params, prepare=self._prepare)
                     rows = cursor.fetchall()
             except self.engine.dialect.loaded_dbapi.Error as exc:
                 raise sa.exc.DBAPIError.instance(
                     sql, None, exc, self.engine.dialect.loaded_dbapi.Error, dialect=self.engine.dialect
                 ) from exc
             records = [JobRecord(*row) for row in rows]
+        elif self._pooled and not conn.in_transaction():
+            # Transaction pooling: the claim's settings hold for its own transaction only.
+            with conn.begin():
+                conn.exec_driver_sql(self._claim_settings)
+                records = [JobRecord.from_mapping(row) for row in conn.execute(statement, params).mappings()]
         else:  # a caller's connection: SQLAlchemy keeps track of its transaction
             records = [JobRecord.from_mapping(row) for row in conn.execute(statement, params).mappings()]
         records.sort(key=_pickup_order)  # RETURNING has no order
@@ -384,7 +404,7 @@ class PostgresBackend(Backend):
         try:
             driver.autocommit = True
             with driver.cursor() as cursor:
-                cursor.execute(sql, {"ids": ids, "locked_by": locked_by}, prepare=True)
+                cursor.execute(sql, {"ids": ids, "locked_by": locked_by}, prepare=self._prepare)
             driver.autocommit = was_autocommit
         except dbapi_error as exc:
             if not driver.broken:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -178,6 +178,26 @@ class SQLiteBackend(Backend):
         ids = [outcome.id for outcome in outcomes]
         sql = f"DELETE FROM {self._name} WHERE id IN ({', '.join('?' * len(ids))}) AND locked_by = ?"
         self._run(conn.connection.dbapi_connection, sql, [*ids, locked_by], commit=True)
+
+    def lock_dead_workers(
+        self, conn: Connection, workers: sa.Table, cutoff: datetime, limit: int
+    ) -> list[str]:
+        """SQLite has no row locks but one writer: a no-op UPDATE ... RETURNING takes the
+        database's write lock at once (a SELECT first could not upgrade its read snapshot once
+        another process wrote), so the rest of the rescue's transaction runs alone."""
+        dead = (
+            sa.select(workers.c.name)
+            .where(workers.c.heartbeat_at < cutoff)
+            .order_by(workers.c.heartbeat_at)
+            .limit(limit)
+        )
+        stmt = (
+            workers.update()
+            .where(workers.c.name.in_(dead.scalar_subquery()))
+            .values(heartbeat_at=workers.c.heartbeat_at)
+            .returning(workers.c.name)
+        )
+        return list(conn.execute(stmt).scalars())
 
     def insert_or_skip(self, table: sa.Table) -> Any:
         return sqlite_insert(table).on_conflict_do_nothing()

@@ -7,6 +7,7 @@
     delayed monitor            the gauges, once or every interval (--prometheus: an exporter)
     delayed web                the dashboard (delayed.web; pip install 'pydelayed[web]')
     delayed cron ...           recurring jobs: list, run now, pause, resume
+    delayed workers            the worker registry: live workers, heartbeat ages, jobs held
 
 Each command's flags come from the settings table (delayed.cli.options); one logging set-up
 (delayed.logs) and one exit-status convention serve them all.
@@ -23,6 +24,7 @@ from .migrate import migrate
 from .monitor import monitor
 from .supervise import supervise
 from .work import work
+from .workers import workers
 
 
 @click.group()
@@ -31,7 +33,7 @@ def main() -> None:
     """pydelayed: background jobs kept in a SQL table."""
 
 
-for _command in (migrate, work, supervise, jobs_group, monitor, web, cron_group):
+for _command in (migrate, work, supervise, jobs_group, monitor, web, cron_group, workers):
     main.add_command(_command)
 
 

@@ -42,7 +42,7 @@ def check_config(path: str | None, connect: bool) -> int:
     config = settings.config
     table = get_table(config.table_name)
     try:
-        engine = engine_for(config.database_url)
+        engine = engine_for(config.database_url, config.pooler)
         with engine.connect() as conn:
             present = sa.inspect(conn).has_table(table.name, schema=table.schema)
         if present:

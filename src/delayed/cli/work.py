@@ -19,6 +19,7 @@ from .. import prometheus, statsd
 from ..config import Config
 from ..contrib.django.setup import setup_if_configured
 from ..errors import DelayedError
+from ..liveness import exit_fenced
 from ..recurring import Scheduler, load_entries
 from ..schema import SchemaOutOfDate
 from ..tracing import instrument_from_config
@@ -44,6 +45,7 @@ def work(exit_on_complete: bool, **params: Any) -> None:
     try:
         instrument_from_config(config)
         worker = Worker(config=config)
+        worker.on_fenced = exit_fenced
     except DelayedError as exc:
         fail(str(exc))
     try:

@@ -74,6 +74,22 @@ def _show(value: int | str, number: int, origin: str) -> str:
     return f"{number} (from {origin})"
 
 
+def check_liveness(config: Any, origin: Origin) -> None:
+    """Refuse a worker_timeout that a healthy worker could miss (at most two heartbeats).
+
+    A worker stops claiming once it has not written a heartbeat for worker_timeout / 2; with
+    the timeout at or under two intervals a single slow heartbeat would fence a healthy worker,
+    and one lost heartbeat would get its jobs rescued while it still runs them.
+    """
+    interval, timeout = config.heartbeat_interval, config.worker_timeout
+    if interval > 0 and timeout <= 2 * interval:
+        raise ConfigError(
+            f"worker_timeout {timeout:g} s (from {origin('worker_timeout')}) must exceed twice "
+            f"heartbeat_interval {interval:g} s (from {origin('heartbeat_interval')}): raise "
+            "worker_timeout or lower heartbeat_interval"
+        )
+
+
 _DIALECT_OF_SCHEME = {
     "postgres": "postgresql",
     "postgresql": "postgresql",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .checks import check_priority_ranges, check_table_name
+from .checks import check_liveness, check_priority_ranges, check_table_name
 from .sections import (
     CronSettings,
     DelayedSettings,
@@ -100,6 +100,7 @@ class Config(DelayedSettings):
         config = dataclasses.replace(self, **parse_mapping(SECTIONS["delayed"], overrides, "arguments"))
         origin = lambda key: "arguments" if key in overrides else config.source  # noqa: E731
         check_priority_ranges(config, origin, config.source)
+        check_liveness(config, origin)
         check_table_name(config, origin)
         return config
 
@@ -194,6 +195,7 @@ def build_config(
     config = Config(**values, sections=sections, source=source)
     origin = _origins(delayed, raw.get("delayed", {}), environ, overrides, source, overrides_source)
     check_priority_ranges(config, origin, source)
+    check_liveness(config, origin)
     check_table_name(config, origin)
     return config
 

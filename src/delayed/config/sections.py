@@ -14,7 +14,7 @@ from typing import Any
 from . import values as v
 from .table import section, setting
 
-ALL_COMMANDS = ("migrate", "work", "monitor", "jobs", "web", "cron")
+ALL_COMMANDS = ("migrate", "work", "monitor", "jobs", "web", "cron", "workers")
 
 
 @section(
@@ -176,6 +176,31 @@ class DelayedSettings:
         True,
         v.boolean,
         "On PostgreSQL, wake idle workers with LISTEN/NOTIFY instead of waiting sleep_delay.",
+    )
+    heartbeat_interval: float = setting(
+        10.0,
+        v.duration(),
+        "Seconds between a worker's heartbeats in the worker registry (the delayed_workers table: "
+        "one small UPDATE per interval per worker process, timed by the database's clock). 0 turns "
+        "the registry off: no row, no rescue of other hosts' jobs, no fencing.",
+        env=("DELAYED_HEARTBEAT_INTERVAL",),
+    )
+    worker_timeout: float = setting(
+        60.0,
+        v.duration(positive=True),
+        "A worker whose last heartbeat is older than this is dead: any live worker releases the jobs "
+        "it held (attempts + 1, as for a crashed child) and removes its row. A worker that cannot "
+        "write its heartbeat for half of this stops claiming. Must exceed twice heartbeat_interval.",
+        env=("DELAYED_WORKER_TIMEOUT",),
+    )
+    pooler: str = setting(
+        "none",
+        v.choice("none", "transaction"),
+        'PostgreSQL behind PgBouncer in transaction pooling mode: "transaction" turns off what '
+        "breaks there (LISTEN/NOTIFY: idle workers poll every sleep_delay; server-side prepared "
+        "statements; session SETs: claims run in a transaction with SET LOCAL). Session pooling "
+        'or a direct connection: "none".',
+        env=("DELAYED_POOLER",),
     )
     log_level: str = setting(
         "INFO", v.log_level, "Log level of the commands (DEBUG, INFO, WARNING, ERROR, CRITICAL)."

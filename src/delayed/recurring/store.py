@@ -84,7 +84,7 @@ class CronStore:
 
     def __init__(self, config: Config, *, hold_connection: bool = False) -> None:
         self.config = config
-        self.engine = engine_for(config.database_url)
+        self.engine = engine_for(config.database_url, config.pooler)
         self.jobs = get_table(config.table_name)
         self.runs, self.entries = cron_tables(config.table_name)
         # A scheduler keeps one connection for its ticks: checking one out per tick costs

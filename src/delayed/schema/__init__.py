@@ -39,6 +39,7 @@ from .tables import (
     notify_channel,
     qualified,
     version_table,
+    workers_table,
 )
 
 __all__ = [
@@ -70,4 +71,5 @@ __all__ = [
     "qualified",
     "split_table_name",
     "version_table",
+    "workers_table",
 ]

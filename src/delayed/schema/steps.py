@@ -24,7 +24,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .tables import TableNames, cron_tables, get_table, index_applies, leases_table, make_table
+from .tables import (
+    TableNames,
+    cron_tables,
+    get_table,
+    index_applies,
+    leases_table,
+    make_table,
+    workers_table,
+)
 
 Statements = Callable[[Dialect, TableNames], list[str]]
 Adopt = Callable[[sa.Inspector, Dialect, TableNames], list[str] | None]
@@ -135,6 +143,12 @@ def _missing_cron_tables(
     return statements
 
 
+# ------------------------------------------------------------------ 3: the worker registry
+def _workers(dialect: Dialect, names: TableNames) -> list[str]:
+    """delayed_workers: a new table, so nothing to do to the rows of a live jobs table."""
+    return create_table(workers_table(names.configured), dialect)
+
+
 def new_indexes(table: sa.Table, version: int, dialect: Dialect) -> list[str]:
     """CREATE INDEX for the indexes of `table` marked `info=since(version)` on `dialect`."""
     return [
@@ -209,6 +223,7 @@ def _adopt_failed_list(inspector: sa.Inspector, dialect: Dialect, names: TableNa
 STEPS: tuple[Step, ...] = (
     Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
     Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
+    Step(3, "worker registry: delayed_workers (heartbeats, rescue of dead workers' jobs)", _workers),
     Step(
         4,
         "unique keys and concurrency limits: three job columns, the leases table",

@@ -64,6 +64,7 @@ class TableNames:
     cron_entries: str
     versions: str
     leases: str
+    workers: str
 
     @classmethod
     def for_jobs(cls, configured: str = DEFAULT_TABLE_NAME) -> TableNames:
@@ -77,6 +78,7 @@ class TableNames:
             cron_entries=f"{prefix}_cron_entries",
             versions=f"{prefix}_schema_migrations",
             leases=f"{prefix}_job_leases",
+            workers=f"{prefix}_workers",
         )
 
     @classmethod
@@ -315,3 +317,32 @@ def leases_table(jobs_table_name: str = DEFAULT_TABLE_NAME) -> sa.Table:
         sa.Index(f"ix_{names.leases}_concurrency_key", leases.c.concurrency_key)
         _lease_tables[jobs_table_name] = leases
     return _lease_tables[jobs_table_name]
+
+
+# The worker registry (issue 12, step 3): one row per live worker process (plain `delayed work`
+# and every supervisor child), keyed by its name, which is unique per process start and is the
+# `locked_by` of the rows it holds. `heartbeat_at` and `started_at` are written with the
+# database's clock (never a host's), so hosts with skewed clocks agree on who is dead. Indexed
+# on heartbeat_at: the rescue looks for the oldest heartbeats.
+_workers_tables: dict[str, sa.Table] = {}
+
+
+def workers_table(jobs_table_name: str = DEFAULT_TABLE_NAME) -> sa.Table:
+    """The worker registry Table that goes with the jobs table `jobs_table_name` (as configured)."""
+    if jobs_table_name not in _workers_tables:
+        names = TableNames.for_jobs(jobs_table_name)
+        table = sa.Table(
+            names.workers,
+            _meta_for(jobs_table_name),
+            sa.Column("name", sa.String(255), primary_key=True),
+            sa.Column("hostname", sa.String(255), nullable=False),
+            sa.Column("pid", sa.Integer, nullable=False),
+            sa.Column("pool", sa.String(255), nullable=True),
+            sa.Column("queues", sa.Text, nullable=True),  # JSON list; null or [] = every queue
+            sa.Column("started_at", _Timestamp, nullable=False),
+            sa.Column("heartbeat_at", _Timestamp, nullable=False),
+            schema=names.schema,
+        )
+        sa.Index(f"ix_{names.workers}_hb", table.c.heartbeat_at)
+        _workers_tables[jobs_table_name] = table
+    return _workers_tables[jobs_table_name]

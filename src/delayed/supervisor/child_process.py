@@ -30,6 +30,7 @@ from .. import events, prometheus, statsd
 from ..config import Config, set_config
 from ..contrib.django.setup import setup_if_configured
 from ..db import describe_error
+from ..liveness import exit_fenced
 from ..logs import reopen_log_files
 from ..monitor import Monitor
 from ..record import JobRecord
@@ -242,7 +243,9 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
         min_priority=spec.min_priority,
         max_priority=spec.max_priority,
         config=spec.config,
+        pool=spec.pool_name,
     )
+    worker.on_fenced = exit_fenced
 
     worker.executor.on_job_start, worker.executor.on_job_end = _job_hooks(spec.running, reporter)
     heartbeat.busy = lambda: worker.busy

@@ -36,7 +36,7 @@ from ..config import Config
 from ..db import create_engine, describe_error, redact
 from ..record import JobRecord, Outcome
 from ..retry import failure_outcome
-from ..schema import get_table
+from ..schema import get_table, workers_table
 
 log = logging.getLogger("delayed.supervisor")
 
@@ -169,6 +169,18 @@ class Reclaimer:
             self._run(request, last=True)
         self.pending.clear()
 
+    @staticmethod
+    def _unregister(engine: sa.Engine, config: Config, worker: str) -> None:
+        """The dead child's row in the worker registry goes with its jobs (so `delayed workers`
+        does not list it until a rescue would). Best effort: a database without the registry
+        table (not migrated yet) still gets its jobs reclaimed."""
+        workers = workers_table(config.table_name)
+        try:
+            with engine.begin() as conn:
+                conn.execute(workers.delete().where(workers.c.name == worker))
+        except sa.exc.SQLAlchemyError as exc:
+            log.debug("could not remove %s from the worker registry: %s", worker, describe_error(exc))
+
     def _run(self, request: Reclaim, last: bool = False) -> bool:
         """One look at the child's rows and the writes of its plan; False when it failed.
 
@@ -187,6 +199,8 @@ class Reclaimer:
                 if writes.outcomes:
                     backend.complete(conn, writes.outcomes)
                 released = backend.release(conn, request.worker, writes.release) if writes.release else 0
+            if not request.recheck:
+                self._unregister(engine, config, request.worker)
         except Exception as exc:
             if last:
                 log.error(
