@@ -189,6 +189,12 @@ def mysql_db(servers: _Servers) -> Iterator[Database]:
     yield from _only(servers, "mysql")
 
 
+@pytest.fixture(params=[b for b in selected_backends() if b != "sqlite"])
+def row_locking_db(request: pytest.FixtureRequest, servers: _Servers) -> Iterator[Database]:
+    """The servers with row locks (PostgreSQL, MariaDB): for what SQLite's one writer rules out."""
+    yield from _only(servers, request.param)
+
+
 @pytest.fixture(scope="session")
 def pgbouncer() -> Iterator[PgBouncer]:
     """A PgBouncer in transaction pooling mode in front of the test PostgreSQL (tests/pgbouncer.py)."""

@@ -190,11 +190,11 @@ def test_a_rescued_worker_takes_a_new_name_and_never_touches_the_reclaimed_row(d
         thread.join(10)
 
 
-def test_a_worker_without_heartbeat_stops_claiming(db) -> None:
+def test_a_worker_without_heartbeat_stops_claiming(row_locking_db) -> None:
     """Fencing: with the registry row locked by someone else the heartbeat cannot be written, and
-    after worker_timeout / 2 the worker claims nothing although its claims would work."""
-    if db.backend == "sqlite":
-        pytest.skip("SQLite has no row locks to hold a heartbeat back (one writer: covered on the others)")
+    after worker_timeout / 2 the worker claims nothing although its claims would work. (Not on
+    SQLite: no row locks to hold a heartbeat back; its one writer is covered by the others.)"""
+    db = row_locking_db
     config = delayed.get_config().replace(heartbeat_interval=0.2, worker_timeout=2.0, sleep_delay=0.1)
     worker = Worker(config=config)
     fenced: list[events.Event] = []
