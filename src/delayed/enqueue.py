@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from . import callbacks, events
 from . import config as _config
-from . import events
 from .backends import backend_for, insert_rows
 from .db import describe_error, get_engine, redact
 from .errors import EnqueueError, SerializationError
@@ -182,9 +182,8 @@ class ConfiguredJob:
     def build(self, *args: Any, **kwargs: Any) -> EnqueueRequest:
         return build(self.job_class, self.options, args, kwargs)
 
-    def perform_later(self, *args: Any, **kwargs: Any) -> int:
-        request = self.build(*args, **kwargs)
-        return enqueue_many([request], using=self.options.using)[0]
+    def perform_later(self, *args: Any, **kwargs: Any) -> int | None:
+        return enqueue_one(self.build(*args, **kwargs), using=self.options.using)
 
 
 def merge_options(base: EnqueueOptions, options: dict[str, Any]) -> EnqueueOptions:
@@ -253,6 +252,8 @@ NO_OPTIONS = EnqueueOptions()  # frozen: one shared instance for build()/perform
 def enqueue_many(requests: Iterable[EnqueueRequest], using: Any = None) -> list[int]:
     """Insert many jobs in one statement (per 1,000 rows); returns their ids in order.
 
+    No enqueue callbacks run here (as ActiveJob's perform_all_later); `perform_later` runs them.
+
     `using`: a SQLAlchemy Connection or Session, or a psycopg Connection, to join its
     transaction; without it the jobs are committed at once on the configured database.
     """
@@ -265,6 +266,26 @@ def enqueue_many(requests: Iterable[EnqueueRequest], using: Any = None) -> list[
                 stack.enter_context(wrapper(batch))
             return _insert_batch(batch, using)
     return _insert_batch(batch, using)
+
+
+def enqueue_one(request: EnqueueRequest, using: Any = None) -> int | None:
+    """Insert one job inside its class's enqueue callbacks (delayed.callbacks).
+
+    The callbacks get a job instance with `args`, `kwargs` and `request` (whose priority,
+    queue and run_at they may still change) and, after the insert, `id`. Returns the new
+    row's id, or None when a callback aborted the enqueue (AbortEnqueue).
+    """
+    job_class = request.job_class
+    if not job_class._delayed_callbacks.enqueue_any:
+        return enqueue_many([request], using)[0]
+    job = job_class()
+    job.args, job.kwargs, job.request = tuple(request.args), request.kwargs, request
+
+    def insert() -> int:
+        job.id = enqueue_many([request], using)[0]
+        return job.id
+
+    return callbacks.enqueue(job, insert)
 
 
 def _insert_batch(batch: list[EnqueueRequest], using: Any) -> list[int]:

@@ -19,14 +19,14 @@ from contextlib import AbstractContextManager, ExitStack
 from dataclasses import replace
 from typing import Any
 
-from . import events
+from . import callbacks, events
 from .config import Config
 from .errors import HandlerError, UnknownJobError
 from .job import Job
 from .priority import JobAlerts, config_alerts
 from .record import JobRecord, Outcome
 from .registry import lookup
-from .retry import failure_outcome, format_error, job_max_run_time
+from .retry import failure_outcome, format_error, job_max_run_time, rule_for
 
 log = logging.getLogger("delayed.worker")
 
@@ -112,7 +112,9 @@ class Executor:
         except (HandlerError, UnknownJobError) as exc:
             return self._unrecoverable(record, exc)
         job = job_class()
-        job.record = record
+        job.record, job.id = record, record.id
+        args, kwargs = payload.get("args", ()), payload.get("kwargs", {})
+        job.args, job.kwargs = tuple(args), kwargs
         if self.on_job_start is not None:
             self.on_job_start(record, self.max_run_time(job_class))
         log.debug("Job %s (id=%s) RUNNING", record.name, record.id)
@@ -122,9 +124,9 @@ class Executor:
                     for wrapper in perform_wrappers:
                         stack.enter_context(wrapper(record, job))
                     with events.instrument("delayed.job.run", **self.tags(record)):
-                        ran(job.perform(*payload.get("args", ()), **payload.get("kwargs", {})))
+                        callbacks.run(job, lambda: ran(job.perform(*args, **kwargs)))
             else:  # nothing observes this run: no context managers, no payload dict
-                ran(job.perform(*payload.get("args", ()), **payload.get("kwargs", {})))
+                callbacks.run(job, lambda: ran(job.perform(*args, **kwargs)))
         except BaseException as exc:
             return self._erroring(record, job, exc)
         finally:
@@ -139,8 +141,20 @@ class Executor:
         with self._lock:
             self.failed += 1
         last_error = format_error(exc)
-        outcome = failure_outcome(replace(record, locked_by=self.worker_name), last_error, self.config, job)
+        mine = replace(record, locked_by=self.worker_name)
+        outcome = failure_outcome(mine, last_error, self.config, job, error=exc)
         updated = replace(record, attempts=outcome.attempts, last_error=last_error)
+        rule = rule_for(type(job), exc)
+        if rule is not None and rule.discard:
+            log.info(
+                "Job %s (id=%s) DISCARDED (discard_on) after %s: %s",
+                record.name,
+                record.id,
+                type(exc).__qualname__,
+                exc,
+            )
+            events.emit("delayed.job.discarded", **self.tags(updated), error=exc)
+            return outcome
         if outcome.kind == "retry":
             log.warning(
                 "Job %s (id=%s) FAILED (%d prior attempts) with %s: %s",

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from . import callbacks
 from .config import get_config
 from .enqueue import (
     NO_OPTIONS,
@@ -23,7 +24,7 @@ from .enqueue import (
     EnqueueRequest,
     build,
     check_arguments,
-    enqueue_many,
+    enqueue_one,
     merge_options,
 )
 from .errors import JobDefinitionError
@@ -43,6 +44,11 @@ class Job:
     one class: a second class under it is refused (JobDefinitionError); the same class defined
     again (a module reload) replaces the first.
     During `perform`, `self.record` is the row (id, attempts, queue, ...).
+
+    Callbacks (`@delayed.before_perform` and friends on methods, see delayed.callbacks) and
+    retry rules (`@delayed.retry_on(...)` / `@delayed.discard_on(...)` on the class, see
+    delayed.retry) are inherited. In a callback, `self.args` / `self.kwargs` are the job's
+    arguments, `self.id` its row id (after the insert, and during perform).
     """
 
     job_name: ClassVar[str] = ""
@@ -56,7 +62,13 @@ class Job:
     alert_run_time: ClassVar[float | timedelta | None] = None
     alert_attempts: ClassVar[int | None] = None
 
+    _delayed_callbacks: ClassVar[callbacks.Callbacks] = callbacks.NONE
+
     record: JobRecord | None = None
+    id: int | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    request: EnqueueRequest | None = None  # during the enqueue callbacks: the row to insert
 
     def __init_subclass__(cls, name: str | None = None, abstract: bool = False, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -67,6 +79,7 @@ class Job:
         cls.job_name = name or origin
         check_perform(cls.perform, f"{cls.__qualname__}.perform")
         _validate_class(cls)
+        cls._delayed_callbacks = callbacks.collect(cls, is_async=False)
         register(cls.job_name, cls, origin)
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
@@ -88,15 +101,20 @@ class Job:
         return build(cls, NO_OPTIONS, args, kwargs)
 
     @classmethod
-    def perform_later(cls, *args: Any, **kwargs: Any) -> int:
-        """Insert the job; returns the new row's id."""
-        return enqueue_many([build(cls, NO_OPTIONS, args, kwargs)])[0]
+    def perform_later(cls, *args: Any, **kwargs: Any) -> int | None:
+        """Insert the job (inside its enqueue callbacks); the new row's id, None if a callback aborted."""
+        return enqueue_one(build(cls, NO_OPTIONS, args, kwargs))
 
     @classmethod
     def perform_now(cls, *args: Any, **kwargs: Any) -> Any:
-        """Run `perform` in this process at once, with no row (tests, scripts)."""
+        """Run `perform` in this process at once, inside its perform callbacks, with no row.
+
+        The retry rules do not apply (nothing is rescheduled): an exception reaches the caller.
+        """
         check_arguments(cls.job_name, args, kwargs)
-        return cls().perform(*args, **kwargs)
+        job = cls()
+        job.args, job.kwargs = tuple(args), dict(kwargs)
+        return callbacks.run(job, lambda: job.perform(*args, **kwargs))
 
 
 def _module_name(cls: type) -> str:
