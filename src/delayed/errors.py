@@ -33,3 +33,7 @@ class UnknownPriorityError(DelayedError, ValueError):
 
 class EnqueueError(DelayedError):
     """The database refused or could not take an enqueue; no job was stored."""
+
+
+class MaxRunTimeExceeded(DelayedError, TimeoutError):
+    """An async job ran past its max_run_time and was cancelled on the worker's event loop."""

@@ -8,6 +8,7 @@ handler names. `perform_later`, `set(...)` and `build` hand over to delayed.enqu
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 from collections.abc import Callable
@@ -52,6 +53,7 @@ class Job:
     """
 
     job_name: ClassVar[str] = ""
+    is_async: ClassVar[bool] = False  # `async def perform`: runs on the worker's event loop
     queue: ClassVar[str | None] = None
     priority: ClassVar[int | str | None] = None
     max_attempts: ClassVar[int | None] = None
@@ -79,7 +81,8 @@ class Job:
         cls.job_name = name or origin
         check_perform(cls.perform, f"{cls.__qualname__}.perform")
         _validate_class(cls)
-        cls._delayed_callbacks = callbacks.collect(cls, is_async=False)
+        cls.is_async = inspect.iscoroutinefunction(cls.perform)
+        cls._delayed_callbacks = callbacks.collect(cls, is_async=cls.is_async)
         register(cls.job_name, cls, origin)
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
@@ -110,11 +113,24 @@ class Job:
         """Run `perform` in this process at once, inside its perform callbacks, with no row.
 
         The retry rules do not apply (nothing is rescheduled): an exception reaches the caller.
+        An async job runs with asyncio.run (inside a running loop, `await aperform_now(...)`).
         """
+        if cls.is_async:
+            return asyncio.run(cls.aperform_now(*args, **kwargs))
         check_arguments(cls.job_name, args, kwargs)
         job = cls()
         job.args, job.kwargs = tuple(args), dict(kwargs)
         return callbacks.run(job, lambda: job.perform(*args, **kwargs))
+
+    @classmethod
+    async def aperform_now(cls, *args: Any, **kwargs: Any) -> Any:
+        """`perform_now` for an async job, awaited on the caller's loop."""
+        if not cls.is_async:
+            raise TypeError(f"{cls.__qualname__}.perform is not `async def`: call perform_now(...)")
+        check_arguments(cls.job_name, args, kwargs)
+        job = cls()
+        job.args, job.kwargs = tuple(args), dict(kwargs)
+        return await callbacks.run_async(job, lambda: job.perform(*args, **kwargs))
 
 
 def _module_name(cls: type) -> str:
@@ -137,16 +153,15 @@ def _module_name(cls: type) -> str:
 def check_perform(perform: Callable[..., Any], where: str) -> None:
     """Refuse a perform whose body a worker would never run.
 
-    Workers call perform and take its return as the end of the job: an `async def` perform
-    would return an un-awaited coroutine (the job deleted as a success without having run),
-    a generator function a generator that never started. Async jobs are not supported yet;
-    when they are (a later issue), this is the one check to lift. The executor refuses a
-    coroutine returned at run time as well (delayed.executor), whatever got it past here.
+    Workers call a plain perform and take its return as the end of the job, and await an
+    `async def` one on their event loop (delayed.eventloop). A generator function would
+    return a generator that never started, an async generator function one nothing iterates.
+    The executor refuses a coroutine returned by a plain perform as well (delayed.executor).
     """
-    if inspect.iscoroutinefunction(perform) or inspect.isasyncgenfunction(perform):
+    if inspect.isasyncgenfunction(perform):
         raise JobDefinitionError(
-            f"{where} is `async def`: async jobs are not supported yet. Make it a plain `def` "
-            "(it may run a coroutine with asyncio.run(...))"
+            f"{where} is an async generator function (it yields): a worker would never run its "
+            "body. Make it `async def` without yield"
         )
     if inspect.isgeneratorfunction(perform):
         raise JobDefinitionError(
@@ -181,8 +196,11 @@ def job(
         def perform(self: Job, *args: Any, **kwargs: Any) -> Any:
             return func(*args, **kwargs)
 
+        async def perform_async(self: Job, *args: Any, **kwargs: Any) -> Any:
+            return await func(*args, **kwargs)
+
         namespace = {
-            "perform": perform,
+            "perform": perform_async if inspect.iscoroutinefunction(func) else perform,
             "queue": queue,
             "priority": priority,
             "max_attempts": max_attempts,

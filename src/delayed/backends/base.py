@@ -31,11 +31,17 @@ AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 @dataclass(frozen=True)
 class ClaimFilter:
-    """Which jobs a worker may take: its queues (empty = all) and priority range (inclusive)."""
+    """Which jobs a worker may take: its queues (empty = all) and priority range (inclusive).
+
+    `names` (job names; empty = any) with `exclude_names` splits a worker's claims by lane:
+    the async lane claims only the names of async job classes, the thread lane every other.
+    """
 
     queues: tuple[str, ...] = ()
     min_priority: int | None = None
     max_priority: int | None = None
+    names: tuple[str, ...] = ()
+    exclude_names: bool = False
 
 
 class Waiter:
@@ -96,6 +102,8 @@ class Backend:
             clauses.append(t.c.priority >= flt.min_priority)
         if flt.max_priority is not None:
             clauses.append(t.c.priority <= flt.max_priority)
+        if flt.names:
+            clauses.append(t.c.name.not_in(flt.names) if flt.exclude_names else t.c.name.in_(flt.names))
         return sa.and_(*clauses)
 
     def order(self) -> tuple[Any, ...]:

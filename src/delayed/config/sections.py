@@ -56,6 +56,15 @@ class DelayedSettings:
         flags=("--max-claims",),
         commands=("work",),
     )
+    max_async_claims: int = setting(
+        100,
+        v.integer(1),
+        "Async jobs (`async def perform`) one worker process runs at once on its event loop (one "
+        "loop thread per process), beside and apart from the max_claims job threads.",
+        env=("MAX_ASYNC_CLAIMS",),
+        flags=("--max-async-claims",),
+        commands=("work",),
+    )
     read_ahead: int = setting(
         5,
         v.integer(1),
