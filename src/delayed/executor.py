@@ -27,6 +27,7 @@ from .job import Job
 from .priority import JobAlerts, config_alerts
 from .record import JobRecord, Outcome
 from .registry import lookup
+from .results import encode_result, keep_seconds
 from .retry import failure_outcome, format_error, job_max_run_time, rule_for
 
 log = logging.getLogger("delayed.worker")
@@ -45,7 +46,7 @@ JobHook = Callable[[JobRecord, float], None]
 ASYNC_CANCEL_GRACE = 2.0
 
 
-def ran(result: Any) -> None:
+def ran(result: Any) -> Any:
     """Raise when perform's return shows its work did not run: an un-awaited coroutine.
 
     Job.__init_subclass__ refuses an `async def` perform (delayed.job.check_perform); this
@@ -56,7 +57,7 @@ def ran(result: Any) -> None:
     if inspect.iscoroutine(result):
         result.close()  # never awaited: no "coroutine was never awaited" warning either
     elif not (inspect.isawaitable(result) or inspect.isasyncgen(result)):
-        return
+        return result
     raise TypeError(
         f"perform returned {result!r} instead of doing the job, and it was never awaited: "
         "declare perform itself `async def` for the worker's event loop to await it"
@@ -81,6 +82,7 @@ class Executor:
         self.failed = 0
         self._lock = threading.Lock()
         self._max_run_times: dict[type[Job], float] = {}  # per job class (the config is fixed)
+        self._keeps: dict[type[Job], float] = {}  # keep_finished seconds per job class
         self._thresholds = config_alerts(config)
 
     def execute(self, record: JobRecord) -> Outcome:
@@ -141,10 +143,17 @@ class Executor:
         job.args, job.kwargs = tuple(payload.get("args", ())), payload.get("kwargs", {})
         return job
 
-    def _succeeded(self, record: JobRecord) -> Outcome:
+    def _succeeded(self, record: JobRecord, job: Job, value: Any) -> Outcome:
+        """Delete the row, or keep it with its result when the class or config keeps results."""
         with self._lock:
             self.succeeded += 1
         log.debug("Job %s (id=%s) COMPLETED", record.name, record.id)
+        job_class = type(job)
+        keep = self._keeps.get(job_class)
+        if keep is None:
+            keep = self._keeps[job_class] = keep_seconds(job_class, self.config)
+        if keep > 0:
+            return Outcome("finish", record.id, self.worker_name, result=encode_result(value, record.name))
         return Outcome("delete", record.id, self.worker_name)
 
     def _perform(self, record: JobRecord) -> Outcome:
@@ -163,15 +172,15 @@ class Executor:
                     for wrapper in perform_wrappers:
                         stack.enter_context(wrapper(record, job))
                     with events.instrument("delayed.job.run", **self.tags(record)):
-                        callbacks.run(job, lambda: ran(job.perform(*args, **kwargs)))
+                        value = callbacks.run(job, lambda: ran(job.perform(*args, **kwargs)))
             else:  # nothing observes this run: no context managers, no payload dict
-                callbacks.run(job, lambda: ran(job.perform(*args, **kwargs)))
+                value = callbacks.run(job, lambda: ran(job.perform(*args, **kwargs)))
         except BaseException as exc:
             return self._erroring(record, job, exc)
         finally:
             if self.on_job_end is not None:
                 self.on_job_end(record)
-        return self._succeeded(record)
+        return self._succeeded(record, job, value)
 
     async def _perform_async(self, record: JobRecord) -> Outcome:
         """As _perform, awaiting perform inside an asyncio timeout of the job's max_run_time."""
@@ -192,7 +201,7 @@ class Executor:
                 timeout = asyncio.timeout(max_run_time)
                 try:
                     async with timeout:
-                        await callbacks.run_async(job, lambda: job.perform(*args, **kwargs))
+                        value = await callbacks.run_async(job, lambda: job.perform(*args, **kwargs))
                 except TimeoutError as exc:
                     if not timeout.expired():
                         raise  # the job's own TimeoutError
@@ -206,7 +215,7 @@ class Executor:
         finally:
             if self.on_job_end is not None:
                 self.on_job_end(record)
-        return self._succeeded(record)
+        return self._succeeded(record, job, value)
 
     def _erroring(self, record: JobRecord, job: Job, exc: BaseException) -> Outcome:
         with self._lock:

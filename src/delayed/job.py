@@ -59,6 +59,9 @@ class Job:
     max_attempts: ClassVar[int | None] = None
     max_run_time: ClassVar[float | timedelta | None] = None
     destroy_failed_jobs: ClassVar[bool | None] = None
+    # Keep a success's row with its JSON return value this long ("7d", seconds, timedelta);
+    # None: [delayed] keep_finished; 0: delete at once. See delayed.results.
+    keep_finished: ClassVar[float | timedelta | str | None] = None
     # Alert thresholds overriding the priority's (seconds, seconds, attempts); see priority.job_alerts.
     alert_age: ClassVar[float | timedelta | None] = None
     alert_run_time: ClassVar[float | timedelta | None] = None
@@ -175,6 +178,8 @@ def _validate_class(cls: type[Job]) -> None:
         resolve_priority(cls.priority, get_config().priority_names)
     if cls.max_attempts is not None and (not isinstance(cls.max_attempts, int) or cls.max_attempts < 1):
         raise ValueError(f"{cls.__qualname__}.max_attempts must be an integer >= 1")
+    if cls.keep_finished is not None and to_seconds(cls.keep_finished) < 0:
+        raise ValueError(f"{cls.__qualname__}.keep_finished must be 0 seconds or more")
     if cls.max_run_time is not None and to_seconds(cls.max_run_time) <= 0:
         raise ValueError(f"{cls.__qualname__}.max_run_time must be more than 0 seconds")
 

@@ -37,6 +37,8 @@ class JobRecord:
     failed_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    finished_at: datetime | None = None  # kept results only (keep_finished)
+    result: str | None = None  # its JSON return value
     _payload: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -56,6 +58,8 @@ class JobRecord:
             failed_at=row["failed_at"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            finished_at=row.get("finished_at"),
+            result=row.get("result"),
         )
 
     @property
@@ -105,13 +109,15 @@ class Outcome:
     """What became of one claimed job, to be written by the completer.
 
     kind: "delete" (success, or a failure with destroy_failed_jobs), "retry" (attempts,
-    run_at and last_error updated, lock cleared) or "fail" (failed_at set, row kept).
+    run_at and last_error updated, lock cleared), "fail" (failed_at set, row kept) or
+    "finish" (a success kept with keep_finished: finished_at and `result` set, lock cleared).
     Written only where the row is still locked by `locked_by`.
     """
 
-    kind: Literal["delete", "retry", "fail"]
+    kind: Literal["delete", "retry", "fail", "finish"]
     id: int
     locked_by: str
     attempts: int = 0
     run_at: datetime | None = None
     last_error: str | None = None
+    result: str | None = None  # "finish": the JSON return value

@@ -51,6 +51,9 @@ def make_table(name: str = "delayed_jobs", meta: sa.MetaData | None = None) -> s
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("created_at", _Timestamp, nullable=True),
         sa.Column("updated_at", _Timestamp, nullable=True),
+        # Kept results (keep_finished): a successful job's row stays, out of the pickup index.
+        sa.Column("finished_at", _Timestamp, nullable=True),
+        sa.Column("result", _LongText, nullable=True),
     )
     sa.Index(f"index_{name}_on_name", table.c.name)
     sa.Index(
@@ -59,20 +62,30 @@ def make_table(name: str = "delayed_jobs", meta: sa.MetaData | None = None) -> s
         table.c.run_at,
         table.c.id,
         table.c.queue,
-        postgresql_where=table.c.failed_at.is_(None),
+        postgresql_where=sa.and_(table.c.failed_at.is_(None), table.c.finished_at.is_(None)),
     ).ddl_if(dialect="postgresql")
     sa.Index(
         f"idx_{name}_live",
         table.c.priority,
         table.c.run_at,
-        sqlite_where=table.c.failed_at.is_(None),
+        sqlite_where=sa.and_(table.c.failed_at.is_(None), table.c.finished_at.is_(None)),
     ).ddl_if(dialect="sqlite")
+    # MySQL has no partial index: both markers lead, so the ready range (NULL, NULL, priority,
+    # run_at) holds no failed and no finished row.
     sa.Index(
         f"idx_{name}_live",
         table.c.failed_at,
+        table.c.finished_at,
         table.c.priority,
         table.c.run_at,
     ).ddl_if(callable_=lambda ddl, target, bind, dialect, **kw: dialect.name in ("mysql", "mariadb"))
+    # Pruning kept results and `delayed jobs list --finished` (partial where the database can).
+    sa.Index(
+        f"idx_{name}_finished",
+        table.c.finished_at,
+        postgresql_where=table.c.finished_at.isnot(None),
+        sqlite_where=table.c.finished_at.isnot(None),
+    )
     sa.Index(
         f"idx_{name}_failed",
         table.c.priority,

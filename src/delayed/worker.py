@@ -49,6 +49,7 @@ from .executor import Executor
 from .priority import resolve as resolve_priority
 from .record import JobRecord, Outcome
 from .registry import async_names
+from .results import PRUNE_INTERVAL, prune
 from .schema import get_table
 
 log = logging.getLogger("delayed.worker")
@@ -200,6 +201,7 @@ class Worker:
         self._exit_when_idle = False
         self._backlogged = False  # claiming paused until the completer's backlog shrinks
         self._waiter: Waiter = Waiter()
+        self._next_prune = 0.0  # when this worker next deletes expired kept results
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -492,13 +494,16 @@ class Worker:
         poll (sleep_delay, or NOTIFY) like a worker with one lane.
         """
         claimed = 0
-        more_sync = more_async = True  # the lane's last claim was full: more may be ready
+        more_sync = True  # the lane's last claim was full: more may be ready
+        more_async = self._lane is not None  # no async lane: never anything to claim for it
         failing = False  # the last claim failed: wait out the back-off, whatever else happens
         next_poll = 0.0
         self._exit_when_idle = exit_when_idle
         gather_until: float | None = None  # while gathering free threads for one claim
         half = (self.max_claims + 1) // 2
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL
         while not self._stop:
+            self._prune_kept()
             busy_sync = self._busy - self._abusy
             free_sync = self.max_claims - busy_sync
             free_async = self.max_async_claims - self._abusy if self._lane is not None else 0
@@ -593,6 +598,19 @@ class Worker:
                 self._disarm_wake()
                 if notified or (exit_when_idle and self._busy == 0 and not failing):
                     next_poll = 0.0
+
+    def _prune_kept(self) -> None:
+        """Every PRUNE_INTERVAL: delete kept results past their keep time (delayed.results)."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_INTERVAL
+        try:
+            prune(self.backend.engine, self.backend.table, self.config)
+        except Exception as exc:
+            log.warning(
+                "pruning kept job results failed (next try in %g s): %s", PRUNE_INTERVAL, describe_error(exc)
+            )
 
     def _settled(self) -> bool:
         """No job running and no outcome unwritten: no lock of ours can hide a ready row."""

@@ -93,6 +93,7 @@ class Backend:
         stale = now - timedelta(seconds=lock_timeout)
         clauses = [
             t.c.failed_at.is_(None),
+            t.c.finished_at.is_(None),
             t.c.run_at <= now,
             sa.or_(t.c.locked_at.is_(None), t.c.locked_at < stale),
         ]
@@ -130,6 +131,7 @@ class Backend:
         deletes: dict[str, list[int]] = {}
         retries: list[dict[str, Any]] = []
         fails: list[dict[str, Any]] = []
+        finishes: list[dict[str, Any]] = []
         for outcome in outcomes:
             if outcome.kind == "delete":
                 deletes.setdefault(outcome.locked_by, []).append(outcome.id)
@@ -142,6 +144,15 @@ class Backend:
                         "run_at": outcome.run_at,
                         "last_error": outcome.last_error,
                         "updated_at": now,
+                    }
+                )
+            elif outcome.kind == "finish":
+                finishes.append(
+                    {
+                        "b_id": outcome.id,
+                        "b_locked_by": outcome.locked_by,
+                        "result": outcome.result,
+                        "now": now,
                     }
                 )
             else:
@@ -162,8 +173,25 @@ class Backend:
                 conn.execute(self._unlocking_update("run_at"), retries)
             if fails:
                 conn.execute(self._unlocking_update("failed_at"), fails)
+            if finishes:
+                conn.execute(self._finishing_update(), finishes)
             if retries:
                 self.notify(conn)
+
+    def _finishing_update(self) -> Any:
+        """Keep a success: finished_at and result set, the lock cleared, where still ours."""
+        t = self.table
+        return (
+            t.update()
+            .where(t.c.id == sa.bindparam("b_id"), t.c.locked_by == sa.bindparam("b_locked_by"))
+            .values(
+                finished_at=sa.bindparam("now"),
+                updated_at=sa.bindparam("now"),
+                result=sa.bindparam("result"),
+                locked_at=None,
+                locked_by=None,
+            )
+        )
 
     def _unlocking_update(self, column: str) -> Any:
         """UPDATE attempts, last_error and `column`, clearing the lock, where still ours.

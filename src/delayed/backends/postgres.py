@@ -186,7 +186,7 @@ class PostgresBackend(Backend):
             sql = (
                 f'UPDATE "{name}" SET locked_at = :now, locked_by = :worker '
                 f'WHERE id = ANY(ARRAY(SELECT id FROM "{name}" '
-                "WHERE failed_at IS NULL AND run_at <= :now "
+                "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= :now "
                 f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
                 "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)) "
                 f"RETURNING {_RECORD_COLUMNS}"
