@@ -476,6 +476,10 @@ def watch_drain(engine: sa.Engine, sql: str, workers: Workers, timeout: float) -
             if not workers.alive():
                 raise RuntimeError(f"workers exited with {left} jobs left:\n{workers.output()}")
             time.sleep(POLL)
+    if not busy_children or not busy_main:  # a tiny drain can end before the children were sampled
+        rss = workers.rss_mb()
+        busy_main.extend(rss["main"])
+        busy_children.extend(rss["children"])
     wall = done_t - workers.started
     if first_t is None or not first_left:  # all done between two polls (tiny runs): wall clock
         first_t, first_left = workers.started, initial or 0

@@ -90,5 +90,5 @@ __all__ = [
 
 
 def migrate() -> list[str]:
-    """Create the jobs table and indexes on the configured database (idempotent)."""
+    """Apply the pending schema steps on the configured database (idempotent); what it did."""
     return _migrate(get_engine(), get_table(get_config().table_name))

@@ -50,11 +50,11 @@ from .priority import resolve as resolve_priority
 from .record import JobRecord, Outcome
 from .registry import async_names
 from .results import PRUNE_INTERVAL, prune
-from .schema import get_table
+from .schema import check_current, get_table
 
 log = logging.getLogger("delayed.worker")
 
-LOCKED_BY_LENGTH = 255  # the locked_by column (schema.py)
+LOCKED_BY_LENGTH = 255  # the locked_by column (schema/tables.py)
 GATHER = 0.002  # seconds a backlogged worker waits for more free threads before a claim
 # Failed claims in a row (with the usual back-off: ~15 s in all) after which a worker that
 # exits when idle gives up on a database that fails for a reason other than a missing table
@@ -199,6 +199,7 @@ class Worker:
         self._unusable_reason: str | None = None  # the last failed claim's table/database is missing
         self._unusable: str | None = None  # why an exiting-when-idle run gave up (exit status 1)
         self._exit_when_idle = False
+        self._schema_checked = False
         self._backlogged = False  # claiming paused until the completer's backlog shrinks
         self._waiter: Waiter = Waiter()
         self._next_prune = 0.0  # when this worker next deletes expired kept results
@@ -261,8 +262,10 @@ class Worker:
         """Work until stopped (or, with exit_on_complete, until nothing is ready); exit status.
 
         0 when stopped or done; 1 after a second stop (running jobs released) or when, with
-        exit_on_complete, the database is not usable (see `_give_up`).
+        exit_on_complete, the database is not usable (see `_give_up`). Raises SchemaOutOfDate
+        (before claiming anything) when the schema lacks steps this release needs.
         """
+        self.check_schema()
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
@@ -295,6 +298,17 @@ class Worker:
         status = 1 if self._force or self._unusable else 0
         self._reset()
         return status
+
+    def check_schema(self) -> None:
+        """SchemaOutOfDate when `delayed migrate` has steps to apply; checked once per Worker.
+
+        One SELECT of the version table: a worker of a newer release must not claim from a
+        table without the columns it writes. A missing table or database is left to the claim
+        loop, which says so (and backs off) as before.
+        """
+        if not self._schema_checked:
+            check_current(self.backend.engine, self.backend.table)
+            self._schema_checked = True
 
     def _reset(self) -> None:
         """Ready for another run: clear the stop flags of the one that ended."""
@@ -419,7 +433,7 @@ class Worker:
     def _release_unstarted(self, jobs: list[JobRecord]) -> None:
         ids = [record.id for record in jobs]
         try:
-            with self.backend.engine.connect() as conn:
+            with self.backend.write_connection() as conn:
                 self.backend.release(conn, self.name, ids)
             log.info("released %d job(s) claimed as the stop arrived: %s", len(ids), ids)
         except Exception as exc:
@@ -437,7 +451,7 @@ class Worker:
         if not ids:
             return
         try:
-            with self.backend.engine.connect() as conn:
+            with self.backend.write_connection() as conn:
                 count = self.backend.release(conn, self.name, ids)
             log.warning("released %d job(s) still held at exit: %s", count, ids)
         except Exception as exc:
@@ -747,7 +761,7 @@ class Worker:
             keep = set(self._held)
         if self._completer is not None:
             keep |= self._completer.pending_ids()
-        with self.backend.engine.connect() as conn:
+        with self.backend.write_connection() as conn:
             count = self.backend.release(conn, self.name, exclude=sorted(keep))
         if count:
             log.warning("released %d job(s) claimed by a pickup whose reply was lost", count)

@@ -24,19 +24,28 @@ def test_migrate_sql_prints_dialect_ddl() -> None:
     assert "DATETIME(6)" in my.stdout
 
 
-def test_migrate_is_idempotent_and_creates_missing_indexes(db) -> None:
+def test_migrate_adopts_an_unversioned_table_creating_its_missing_indexes(db) -> None:
+    """A table made before versioning, missing an index: recorded as version 1, index made."""
     with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE delayed_schema_migrations")
         conn.exec_driver_sql(
             "DROP INDEX index_delayed_jobs_on_name ON delayed_jobs"
             if db.backend == "mysql"
             else "DROP INDEX index_delayed_jobs_on_name"
         )
     env = subprocess_env(db.url)
+    check = run_delayed("migrate", "--check", env=env)
+    assert check.returncode == 1
+    assert "has pending steps: 1 (baseline jobs table and its indexes)" in check.stderr
     first = run_delayed("migrate", env=env)
     assert first.returncode == 0, first.stderr
-    assert "index index_delayed_jobs_on_name" in first.stdout
+    assert (
+        "Recorded version 1 (baseline jobs table and its indexes), adopted: its objects existed"
+        in first.stdout
+    )
     second = run_delayed("migrate", env=env)
-    assert second.returncode == 0 and "up to date" in second.stdout
+    assert second.returncode == 0 and "up to date (version 2)" in second.stdout
+    assert run_delayed("migrate", "--check", env=env).returncode == 0
     names = {ix["name"] for ix in sa.inspect(db.engine).get_indexes("delayed_jobs")}
     assert {"index_delayed_jobs_on_name", "idx_delayed_jobs_live"} <= names
 
@@ -48,6 +57,8 @@ def test_migrate_creates_table_on_empty_database(tmp_path) -> None:
     engine = sa.create_engine(url)
     assert sa.inspect(engine).has_table(schema.jobs.name)
     engine.dispose()
+    assert "Applied version 1 (baseline jobs table and its indexes)" in result.stdout
+    assert "delayed_jobs is now at version 2" in result.stdout
 
 
 def test_work_exit_on_complete_runs_jobs(db) -> None:

@@ -209,6 +209,8 @@ def test_django_migrate_creates_pydelayeds_jobs_table(migrated: tuple[Project, d
         assert columns == {c.name for c in schema.jobs.columns}
         assert expected <= indexes, f"missing {expected - indexes}"
         assert schema.migrate(engine) == []  # pydelayed's own migrate finds nothing left to do
+        assert schema.pending(engine) == []  # every step recorded in delayed_schema_migrations
+        schema.check_current(engine, schema.jobs)
     finally:
         engine.dispose()
     assert project.run("migrate")["tables"] == report["tables"]  # again: nothing to apply

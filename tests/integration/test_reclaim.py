@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 
 import pytest
 
@@ -97,3 +98,32 @@ def test_same_host_and_pid_in_two_containers_never_touch_each_others_locks(db, m
         reclaimer.dispose()
     assert db.row(mine)["locked_by"] is None and db.row(mine)["attempts"] == 0
     assert db.row(other)["locked_by"] == theirs and db.row(other)["attempts"] == 0
+
+
+def test_releases_never_wait_on_rows_other_workers_hold(db) -> None:
+    """Issue 11 item 7: on MySQL an orphan release (`locked_by = me AND id NOT IN (...)`) scans
+    rows without an index on locked_by; at REPEATABLE READ it waited on a row another worker's
+    open transaction held (error 1205, the claim skipped). Releases now run on the backend's
+    write connection (READ COMMITTED on MySQL), which skips rows that do not match."""
+    config = delayed.get_config()
+    ours = default_worker_name()
+    mine, _other = delayed.enqueue_many([Remember.build("mine"), Remember.build("theirs")])
+    backend = backend_for(db.engine, db.table)
+    with backend.connect() as conn:
+        assert [r.id for r in backend.claim(conn, ours, 1, ClaimFilter(), config.lock_timeout, 5)] == [mine]
+    if db.backend == "sqlite":  # one writer: a second open write transaction would be the test's own deadlock
+        Worker(name=ours, config=config)._release_orphans()
+        assert db.row(mine)["locked_by"] is None
+        return
+    t = db.table
+    with db.engine.connect() as holder:
+        holder.begin()
+        holder.execute(t.update().where(t.c.id == _other).values(locked_by="another worker"))
+        release = threading.Thread(target=Worker(name=ours, config=config)._release_orphans, daemon=True)
+        release.start()
+        release.join(timeout=20)  # blocked on the holder's row: it would wait until the rollback
+        waited = release.is_alive()
+        holder.rollback()
+        release.join()
+    assert not waited, "the release waited on a row another worker's transaction holds"
+    assert db.row(mine)["locked_by"] is None

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from ..record import Outcome
+from ..schema import qualified
 from .base import Backend, ClaimFilter, Waiter
 from .django_insert import insert_django, is_django_connection
 from .mysql import MySQLBackend
@@ -76,9 +77,9 @@ def insert_rows(rows: list[dict[str, Any]], table: sa.Table, using: Any) -> list
     if isinstance(using, Connection):
         return backend_for(using.engine, table).insert(using, rows)
     if _is_psycopg(using):
-        return insert_psycopg(using, table.name, rows)
+        return insert_psycopg(using, qualified(table), rows)
     if is_django_connection(using):
-        return insert_django(using, table.name, rows)
+        return insert_django(using, qualified(table), rows)
     raise TypeError(
         "using= takes a SQLAlchemy Connection or Session, a psycopg Connection or a Django "
         f"database connection; got {type(using)!r}"

@@ -78,8 +78,9 @@ class Backend:
         return self.engine.connect().execution_options(**AUTOCOMMIT)
 
     def write_connection(self) -> Connection:
-        """A connection for short multi-statement write transactions: the completer's outcomes,
-        the cron scheduler's ticks (MySQL overrides it: READ COMMITTED)."""
+        """A connection for short write transactions: the completer's outcomes, releases and
+        reclaims, the cron scheduler's ticks (MySQL overrides it: READ COMMITTED, so an UPDATE
+        that scans rows other workers hold never waits on them)."""
         return self.engine.connect()
 
     def waiter(self, listen: bool) -> Waiter:
@@ -221,20 +222,26 @@ class Backend:
         ids: Sequence[int] | None = None,
         exclude: Sequence[int] = (),
     ) -> int:
-        """Clear the locks `locked_by` holds on live rows (all, or just `ids`, minus `exclude`)."""
+        """Clear the locks `locked_by` holds on live rows (all, or just `ids`, minus `exclude`).
+
+        Without `ids`, the rows are first found by a plain read, then updated by primary key:
+        an UPDATE that searched by `locked_by` (no index serves it) would lock, or on MySQL wait
+        on, every row it scans, including rows other workers' transactions hold (issue 11
+        item 7). The UPDATE re-checks `locked_by`, so a row that changed hands is left alone.
+        """
         t = self.table
-        stmt = (
-            t.update()
-            .where(t.c.locked_by == locked_by, t.c.failed_at.is_(None))
-            .values(locked_at=None, locked_by=None, updated_at=utcnow())
-        )
-        if ids is not None:
+        mine = sa.and_(t.c.locked_by == locked_by, t.c.failed_at.is_(None))
+        with conn.begin():
+            if ids is None:
+                ids = list(conn.execute(sa.select(t.c.id).where(mine)).scalars())
+            ids = sorted(set(ids) - set(exclude))
             if not ids:
                 return 0
-            stmt = stmt.where(t.c.id.in_(list(ids)))
-        if exclude:
-            stmt = stmt.where(t.c.id.not_in(list(exclude)))
-        with conn.begin():
+            stmt = (
+                t.update()
+                .where(t.c.id.in_(ids), mine)
+                .values(locked_at=None, locked_by=None, updated_at=utcnow())
+            )
             count = conn.execute(stmt).rowcount
             if count:
                 self.notify(conn)

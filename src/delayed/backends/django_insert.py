@@ -36,7 +36,7 @@ def _sqlite_datetime(value: Any) -> Any:
 def insert_django(connection: Any, table_name: str, rows: list[dict[str, Any]]) -> list[int]:
     """Insert job rows on `connection`; ids in input order."""
     quote = connection.ops.quote_name
-    table = quote(table_name)
+    table = ".".join(quote(part) for part in table_name.split("."))  # schema.table
     columns = ", ".join(quote(c) for c in _COLUMNS)
     one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     convert = _sqlite_datetime if connection.vendor == "sqlite" else None

@@ -76,8 +76,8 @@ class PostgresWaiter(Waiter):
             try:
                 driver = raw.driver_connection
                 driver.autocommit = True
-                channel = notify_channel(self.backend.table).replace('"', '""')
-                driver.execute(f'LISTEN "{channel}"')
+                preparer = self.backend.engine.dialect.identifier_preparer
+                driver.execute(f"LISTEN {preparer.quote_identifier(notify_channel(self.backend.table))}")
             except Exception:
                 raw.invalidate()
                 raise
@@ -171,7 +171,7 @@ class PostgresBackend(Backend):
         key = self._claim_key(flt)
         statement = self._claim_sql.get(key)
         if statement is None:
-            name = self.table.name.replace('"', '""')
+            name = self._quoted_table()
             filters = ""
             if key[0]:
                 filters += " AND queue = ANY(:queues)"
@@ -184,8 +184,8 @@ class PostgresBackend(Backend):
             elif key[3] == 2:
                 filters += " AND name <> ALL(:names)"
             sql = (
-                f'UPDATE "{name}" SET locked_at = :now, locked_by = :worker '
-                f'WHERE id = ANY(ARRAY(SELECT id FROM "{name}" '
+                f"UPDATE {name} SET locked_at = :now, locked_by = :worker "
+                f"WHERE id = ANY(ARRAY(SELECT id FROM {name} "
                 "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= :now "
                 f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
                 "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)) "
@@ -287,8 +287,8 @@ class PostgresBackend(Backend):
     def _delete_sql(self) -> str:
         sql = self._insert_text.get("delete")
         if sql is None:
-            name = self.table.name.replace('"', '""').replace("%", "%%")
-            sql = f'DELETE FROM "{name}" WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(locked_by)s'
+            name = self._quoted_table().replace("%", "%%")  # psycopg's placeholders
+            sql = f"DELETE FROM {name} WHERE id = ANY(%(ids)s::bigint[]) AND locked_by = %(locked_by)s"
             self._insert_text["delete"] = sql
         return sql
 
@@ -432,12 +432,16 @@ class PostgresBackend(Backend):
                 params[column] = values
         return self._insert_sql("".join(shape)), params
 
+    def _quoted_table(self) -> str:
+        """The table's name for SQL text, schema-qualified and quoted by SQLAlchemy (never by hand)."""
+        return str(self.engine.dialect.identifier_preparer.format_table(self.table))
+
     def _insert_sql(self, shape: str | None) -> str:
         """The INSERT for one row (shape None) or for arrays shaped as `_insert_many` says."""
         key = shape or ""
         sql = self._insert_text.get(key)
         if sql is None:
-            name = self.table.name.replace('"', '""').replace("%", "%%")  # psycopg's placeholders
+            name = self._quoted_table().replace("%", "%%")  # psycopg's placeholders
             columns = ", ".join(_INSERT_COLUMNS)
             if shape is None:
                 source = "VALUES (" + ", ".join(f"%({c})s" for c in _INSERT_COLUMNS) + ")"
@@ -453,7 +457,7 @@ class PostgresBackend(Backend):
                         exprs.append("u.created_at")
                 unnest = ", ".join(f"%({c})b::{_INSERT_TYPES[c]}[]" for c in arrays)
                 source = f"SELECT {', '.join(exprs)} FROM unnest({unnest}) AS u({', '.join(arrays)})"
-            sql = self._insert_text[key] = f'INSERT INTO "{name}" ({columns}) {source} RETURNING id'
+            sql = self._insert_text[key] = f"INSERT INTO {name} ({columns}) {source} RETURNING id"
         return sql
 
     def notify(self, conn: Connection) -> None:

@@ -11,7 +11,7 @@ _COLUMNS = ("priority", "attempts", "handler", "run_at", "queue", "name", "creat
 
 def insert_psycopg(conn: Any, table_name: str, rows: list[dict[str, Any]]) -> list[int]:
     """Multi-row INSERT ... RETURNING id on a psycopg Connection; ids in input order."""
-    table = sql.Identifier(table_name)
+    table = sql.Identifier(*table_name.split("."))  # schema.table: each part quoted by psycopg
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
     ids: list[int] = []
     with conn.cursor() as cursor:

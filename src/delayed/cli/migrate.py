@@ -1,4 +1,8 @@
-"""`delayed migrate`: create the jobs table and its indexes, or print their DDL (`--sql`)."""
+"""`delayed migrate`: apply the pending schema steps, print them (`--sql`), or check (`--check`).
+
+Exit statuses (cli/options.py): 0 done or current; 1 the database failed, or with `--check`
+steps are pending; 2 bad config or usage.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from .. import schema
 from ..db import describe_error, engine_for, redact
+from ..errors import DelayedError
 from .options import EXIT_FAILED, config_options, fail, load_config
 
 _DIALECTS = {"postgresql": postgresql, "mysql": mysql, "sqlite": sqlite}
@@ -16,28 +21,61 @@ _DIALECTS = {"postgresql": postgresql, "mysql": mysql, "sqlite": sqlite}
 
 @click.command("migrate")
 @config_options("migrate")
-@click.option("--sql", is_flag=True, help="Print the DDL instead of running it.")
+@click.option(
+    "--sql",
+    is_flag=True,
+    help="Print the pending DDL (with its version rows) instead of running it; against an empty "
+    "database, or with --dialect, all of it.",
+)
 @click.option(
     "--dialect",
     type=click.Choice(sorted(_DIALECTS)),
     default=None,
-    help="With --sql: the dialect to print for (default: the configured database's).",
+    help="With --sql: print every step for this dialect without connecting to a database.",
 )
-def migrate(sql: bool, dialect: str | None, **params: Any) -> None:
-    """Create the delayed_jobs table and its indexes (safe to run again)."""
+@click.option("--check", is_flag=True, help="Exit 1 naming the pending steps, 0 when the schema is current.")
+def migrate(sql: bool, dialect: str | None, check: bool, **params: Any) -> None:
+    """Bring the schema to this release's version (safe to run again, and on many hosts at once)."""
     config = load_config("migrate", params)
     table = schema.get_table(config.table_name)
-    if sql:
-        engine_dialect = engine_for(config.database_url).dialect
-        target = _DIALECTS[dialect].dialect() if dialect is not None else engine_dialect
-        for statement in schema.ddl(target, table):
-            click.echo(f"{statement};\n")
+    where = redact(config.database_url)
+    if sql and dialect is not None:
+        _print_sql(schema.full_sql(_DIALECTS[dialect].dialect(), table))
         return
+    engine = engine_for(config.database_url)
     try:
-        created = schema.migrate(engine_for(config.database_url), table)
+        if sql:
+            _print_sql(schema.pending_sql(engine, table))
+        elif check:
+            _check(engine, table, where)
+        else:
+            _apply(engine, table, where)
+    except DelayedError as exc:
+        fail(str(exc), EXIT_FAILED)
     except Exception as exc:
-        fail(f"migrate on {redact(config.database_url)} failed: {describe_error(exc)}", EXIT_FAILED)
-    if created:
-        click.echo(f"Created {', '.join(created)} on {redact(config.database_url)}")
+        fail(f"migrate on {where} failed: {describe_error(exc)}", EXIT_FAILED)
+
+
+def _print_sql(statements: list[str]) -> None:
+    if not statements:
+        click.echo("-- the schema is current: nothing to apply")
+    for statement in statements:
+        click.echo(f"{statement};\n")
+
+
+def _check(engine: Any, table: Any, where: str) -> None:
+    todo = schema.pending(engine, table)
+    if todo:
+        listed = "; ".join(f"{step.version} ({step.summary})" for step in todo)
+        fail(f"schema of {schema.qualified(table)} on {where} has pending steps: {listed}", EXIT_FAILED)
+    click.echo(f"{schema.qualified(table)} is at version {schema.latest_version()} (current) on {where}")
+
+
+def _apply(engine: Any, table: Any, where: str) -> None:
+    done = schema.apply(engine, table)
+    for item in done:
+        click.echo(f"Recorded {item}" if item.adopted else f"Applied {item}")
+    if done:
+        click.echo(f"{schema.qualified(table)} is now at version {schema.latest_version()} on {where}")
     else:
-        click.echo(f"{table.name} is up to date on {redact(config.database_url)}")
+        click.echo(f"{schema.qualified(table)} is up to date (version {schema.latest_version()}) on {where}")

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from ..db import describe_error, engine_for, redact
 from ..errors import DelayedError
-from ..schema import get_table
+from ..schema import SchemaOutOfDate, check_current, get_table, latest_version
 from ..supervisor import Settings, load_settings, serve
 from .options import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, config_file_option
 
@@ -40,17 +40,23 @@ def check_config(path: str | None, connect: bool) -> int:
     if not connect:
         return EXIT_OK
     config = settings.config
+    table = get_table(config.table_name)
     try:
         engine = engine_for(config.database_url)
         with engine.connect() as conn:
-            present = sa.inspect(conn).has_table(get_table(config.table_name).name)
+            present = sa.inspect(conn).has_table(table.name, schema=table.schema)
+        if present:
+            check_current(engine, table)
+    except SchemaOutOfDate as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_FAILED
     except Exception as exc:
         click.echo(f"Error: database {redact(config.database_url)}: {describe_error(exc)}", err=True)
         return EXIT_FAILED
     if not present:
         click.echo(f"Error: table {config.table_name} does not exist: run `delayed migrate`", err=True)
         return EXIT_FAILED
-    click.echo(f"  database reachable; table {config.table_name} present")
+    click.echo(f"  database reachable; table {config.table_name} present, schema version {latest_version()}")
     return EXIT_OK
 
 

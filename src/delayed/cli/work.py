@@ -20,9 +20,10 @@ from ..config import Config
 from ..contrib.django.setup import setup_if_configured
 from ..errors import DelayedError
 from ..recurring import Scheduler, load_entries
+from ..schema import SchemaOutOfDate
 from ..tracing import instrument_from_config
 from ..worker import Worker
-from .options import config_options, fail, load_config
+from .options import EXIT_FAILED, config_options, fail, load_config
 
 
 @click.command("work")
@@ -45,6 +46,10 @@ def work(exit_on_complete: bool, **params: Any) -> None:
         worker = Worker(config=config)
     except DelayedError as exc:
         fail(str(exc))
+    try:
+        worker.check_schema()  # before any thread starts: one line, exit 1
+    except SchemaOutOfDate as exc:
+        fail(str(exc), EXIT_FAILED)
     statsd.install(config)
     prometheus.install(config)  # [prometheus] multiproc_dir: job counters and timings
     scheduler = _start_scheduler(config)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..schema.identifiers import check_length
 
 Origin = Callable[[str], str]  # setting name -> where its value came from (for messages)
 
@@ -71,3 +72,20 @@ def _show(value: int | str, number: int, origin: str) -> str:
     if isinstance(value, str):
         return f"{value!r} (= {number}, from {origin})"
     return f"{number} (from {origin})"
+
+
+_DIALECT_OF_SCHEME = {
+    "postgres": "postgresql",
+    "postgresql": "postgresql",
+    "mariadb": "mysql",
+    "mysql": "mysql",
+}
+
+
+def check_table_name(config: Any, origin: Origin) -> None:
+    """Refuse a table_name too long for the configured database's identifiers (the syntax is
+    checked by its parser): PostgreSQL would silently truncate the derived index names."""
+    scheme = str(config.database_url).split(":", 1)[0].split("+", 1)[0].lower()
+    problem = check_length(config.table_name, _DIALECT_OF_SCHEME.get(scheme, scheme))
+    if problem is not None:
+        raise ConfigError(f"table_name {config.table_name!r} ({origin('table_name')}): {problem}")

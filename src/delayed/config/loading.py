@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .checks import check_priority_ranges
+from .checks import check_priority_ranges, check_table_name
 from .sections import (
     CronSettings,
     DelayedSettings,
@@ -98,9 +98,9 @@ class Config(DelayedSettings):
     def replace(self, **overrides: Any) -> Config:
         """A copy with some `[delayed]` settings changed (each checked like the file's)."""
         config = dataclasses.replace(self, **parse_mapping(SECTIONS["delayed"], overrides, "arguments"))
-        check_priority_ranges(
-            config, lambda key: "arguments" if key in overrides else config.source, config.source
-        )
+        origin = lambda key: "arguments" if key in overrides else config.source  # noqa: E731
+        check_priority_ranges(config, origin, config.source)
+        check_table_name(config, origin)
         return config
 
     def with_section(self, name: str, **overrides: Any) -> Config:
@@ -192,11 +192,9 @@ def build_config(
         changes = {**_env_values(declared, environ), **_given(declared, (section_overrides or {}).get(name))}
         sections[name] = dataclasses.replace(view, **changes) if changes else view
     config = Config(**values, sections=sections, source=source)
-    check_priority_ranges(
-        config,
-        _origins(delayed, raw.get("delayed", {}), environ, overrides, source, overrides_source),
-        source,
-    )
+    origin = _origins(delayed, raw.get("delayed", {}), environ, overrides, source, overrides_source)
+    check_priority_ranges(config, origin, source)
+    check_table_name(config, origin)
     return config
 
 

@@ -37,7 +37,13 @@ class DelayedSettings:
         commands=ALL_COMMANDS,
         example="postgresql://delayed@localhost/myapp",
     )
-    table_name: str = setting("delayed_jobs", v.string, "Name of the jobs table.")
+    table_name: str = setting(
+        "delayed_jobs",
+        v.table_name,
+        "Name of the jobs table: letters, digits and underscores, optionally schema-qualified "
+        "(`myschema.delayed_jobs`). The other tables' names derive from it (delayed_cron_runs, "
+        "delayed_schema_migrations, ...).",
+    )
     require: list[str] = setting(
         [],
         v.string_list,

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..schema import identifiers
 from ..timeutil import to_seconds
 
 Parser = Callable[[Any], Any]
@@ -80,6 +81,12 @@ def string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {value!r}")
     return value
+
+
+def table_name(value: Any) -> str:
+    """A plain identifier, optionally schema-qualified (`[A-Za-z_][A-Za-z0-9_]*` parts): the
+    name reaches DDL and every query, so nothing else is accepted (schema/identifiers.py)."""
+    return identifiers.table_name(value)
 
 
 def log_level(value: Any) -> str:

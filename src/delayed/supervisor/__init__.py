@@ -27,8 +27,10 @@ import sys
 
 from .. import prometheus, statsd
 from ..config import set_config
+from ..db import worker_engine_for
 from ..errors import ConfigError, DelayedError
 from ..logs import setup_logging
+from ..schema import SchemaOutOfDate, check_current, get_table
 from . import pidfile
 from .arbiter import Supervisor
 from .child import Reason, describe_status
@@ -42,6 +44,22 @@ PROG = "delayed-supervisor"
 def _error(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _schema_refusal(settings: Settings) -> str | None:
+    """Why the schema is out of date (before any fork, so no child crash-loops on it), or None.
+
+    The master holds no connection afterwards: the engine is disposed at once.
+    """
+    config = settings.config
+    engine = worker_engine_for(config.database_url, config.connect_timeout, config.network_timeout)
+    try:
+        check_current(engine, get_table(config.table_name))
+    except SchemaOutOfDate as exc:
+        return str(exc)
+    finally:
+        engine.dispose()
+    return None
 
 
 def serve(path: str | None, check: bool = False) -> int:
@@ -66,6 +84,10 @@ def serve(path: str | None, check: bool = False) -> int:
         setup_logging(settings.log_level, settings.log_file)
     except OSError as exc:
         return _error(f"{path}: [supervisor] log_file: {exc}")
+    refusal = _schema_refusal(settings)
+    if refusal is not None:
+        print(f"{PROG}: error: {refusal}", file=sys.stderr)
+        return 1
     if settings.pidfile:
         try:
             pidfile.write(settings.pidfile)

@@ -33,6 +33,7 @@ from ..logs import reopen_log_files
 from ..monitor import Monitor
 from ..record import JobRecord
 from ..recurring import CronEntry, Scheduler
+from ..schema import SchemaOutOfDate
 from ..tracing import instrument_from_config
 from ..wakeup import Wakeup
 from ..worker import Worker
@@ -223,6 +224,9 @@ def run_child(spec: ChildSpec) -> int:
         if spec.kind == "scheduler":
             return _run_scheduler(spec, reporter, stopper)
         return _run_worker(spec, reporter, stopper, heartbeat)
+    except SchemaOutOfDate as exc:  # the master checked at start; a migrate rolled back since
+        log.error("child %d of pool %s: %s", os.getpid(), spec.pool_name, exc)
+        return EXIT_BOOT_FAILED
     except Exception:
         log.exception("child %d of pool %s failed while booting", os.getpid(), spec.pool_name)
         return EXIT_BOOT_FAILED

@@ -179,7 +179,7 @@ class Reclaimer:
         try:
             engine = self.engine(config.database_url)
             backend = backend_for(engine, get_table(config.table_name))
-            with engine.connect() as conn:
+            with backend.write_connection() as conn:
                 rows = backend.locked_rows(conn, request.worker)
                 if conn.in_transaction():
                     conn.commit()

@@ -1,9 +1,10 @@
 """The jobs table in a Django project: Django's migration runs pydelayed's own `migrate`.
 
-There is one source of truth for the schema, `delayed.schema`: the app's Django migration
-calls `delayed.schema.migrate` on the database behind the Django connection being migrated,
-never a copy of the DDL. When pydelayed's schema gains versions, a new Django migration that
-calls `migrate_jobs_table` again brings the table up to date the same way `delayed migrate` does.
+There is one source of truth for the schema, `delayed.schema`: the app's Django migrations
+call `delayed.schema.migrate` on the database behind the Django connection being migrated,
+never a copy of the DDL, so they apply the same versioned steps as `delayed migrate` and
+record them in the same version table. A release that adds steps adds one Django migration
+calling `migrate_jobs_table` again (0002 brought in versioning).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def database_url(alias: str = "default", settings_dict: dict[str, Any] | None = 
 
 
 def migrate_jobs_table(apps: Any, schema_editor: Any) -> None:
-    """RunPython body of the app's migrations: `delayed.schema.migrate` on this database.
+    """RunPython body of the app's migrations: `delayed.schema.migrate` (the pending steps) on this database.
 
     Only databases that hold jobs (see `jobs_database_aliases`) get the table; Django's
     database routers were consulted by RunPython before this runs.
