@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import delayed
 from delayed import events
 from delayed.executor import ASYNC_CANCEL_GRACE
 from delayed.worker import Worker
+from tests.helpers import wait_for
 from tests.jobs import async_jobs
-from tests.jobs.async_jobs import Hangs, Hooked, Nap, WaitsForAsync, WaitsForSync, decorated
+from tests.jobs.async_jobs import Hangs, Hooked, Nap, Sleeps, WaitsForAsync, WaitsForSync, decorated
 
 
 def test_a_thousand_async_jobs_run_concurrently_on_one_loop_within_the_cap(db) -> None:
@@ -66,3 +68,25 @@ def test_perform_now_runs_an_async_job_and_its_callbacks() -> None:
     async_jobs.reset()
     assert Hooked.perform_now(41) == 42
     assert async_jobs.log == ["before (41,)", "around>", "perform", "<around", "after"]
+
+
+def test_a_forced_stop_cancels_running_async_jobs_and_releases_their_rows(db) -> None:
+    async_jobs.reset()
+    ids = [Sleeps.perform_later() for _ in range(3)]
+    worker = Worker(max_async_claims=5, sleep_delay=0.05)
+    unsubscribe = events.subscribe("delayed.job.run", lambda e: None)  # perform inside the run event
+    statuses: list[int] = []
+    runner = threading.Thread(target=lambda: statuses.append(worker.run(install_signals=False)))
+    try:
+        runner.start()
+        assert wait_for(lambda: len(worker.running_jobs()) == 3, timeout=10)
+        worker.stop()
+        worker.stop()  # the second stop forces: running jobs are released
+        runner.join(10)
+    finally:
+        unsubscribe()
+    assert statuses == [1] and not runner.is_alive()
+    assert async_jobs.log == ["cancelled"] * 3, "cancelled on the loop, not left running"
+    for job_id in ids:
+        row = db.row(job_id)
+        assert row is not None and row["locked_by"] is None and row["attempts"] == 0

@@ -6,9 +6,11 @@ import re
 from datetime import timedelta
 
 import delayed
-from delayed import events
+from delayed import events, statsd
+from delayed.config import get_config
 from delayed.timeutil import utcnow
 from delayed.worker import Worker
+from tests.statsd_helpers import UdpListener
 
 seen: list[object] = []
 
@@ -95,3 +97,21 @@ def test_discard_on_deletes_the_row_with_an_event_and_no_failure(db) -> None:
         unsubscribe()
     assert db.row(job_id) is None, "deleted, not failed"
     assert received == ["delayed.job.discarded"]
+
+
+def test_a_discard_is_counted_in_statsd(db) -> None:
+    statsd.uninstall()
+    with UdpListener() as listener:
+        config = get_config().with_section(
+            "statsd", host="127.0.0.1", port=listener.port, prefix="", sample_rate=1.0
+        )
+        statsd.install(config)
+        try:
+            Guarded.set(queue="mail", priority=12).perform_later(2)
+            Worker().work_off(1)
+            lines = listener.wait_for_lines(
+                lambda got: "job.discarded.mail.user_visible:1|c" in got, timeout=10
+            )
+        finally:
+            statsd.uninstall()
+    assert not [line for line in lines if line.startswith(("job.error", "job.failure"))]

@@ -88,3 +88,14 @@ async def decorated(value: int) -> int:
     await asyncio.sleep(0)
     log.append(f"decorated {value}")
     return value
+
+
+class Sleeps(delayed.Job, name="tests.async.sleeps"):
+    """Runs until cancelled (its max_run_time is the default, hours)."""
+
+    async def perform(self) -> None:
+        try:
+            await asyncio.sleep(300)
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
