@@ -176,6 +176,18 @@ def _kept_results(dialect: Dialect, names: TableNames) -> list[str]:
     return statements
 
 
+def _adopt_kept_results(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """An unversioned table already at this shape (made from the latest Table, e.g. by
+    `metadata.create_all`): record the step, creating the pruning index if it is missing."""
+    columns = {c["name"] for c in inspector.get_columns(names.jobs, schema=names.schema)}
+    if "finished_at" not in columns:
+        return None
+    table = get_table(names.configured)
+    existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
+    finished = next(ix for ix in table.indexes if ix.name == f"idx_{table.name}_finished")
+    return [] if finished.name in existing else [str(CreateIndex(finished).compile(dialect=dialect)).strip()]
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
     Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
@@ -183,6 +195,7 @@ STEPS: tuple[Step, ...] = (
         KEPT_RESULTS_VERSION,
         "kept results: finished_at, result, pickup index without finished rows",
         _kept_results,
+        _adopt_kept_results,
     ),
 )
 
