@@ -223,8 +223,9 @@ def ceiling(spec: Ceiling, ours: System, n: int, timeout: float) -> dict[str, An
     return result
 
 
-def insert_ceiling(n: int) -> dict[str, Any]:
-    """Raw psycopg single-row INSERT + commit loop into pydelayed's table: jobs/s."""
+def insert_ceiling(n: int, kind: str = "insert") -> dict[str, Any]:
+    """Raw psycopg into pydelayed's table, jobs/s: `insert`, a single-row INSERT + commit
+    loop (single enqueue's ceiling); `copy`, one COPY of n pre-built rows (bulk's)."""
     from delayed import schema
 
     with scratch_database("postgresql") as db:
@@ -234,13 +235,13 @@ def insert_ceiling(n: int) -> dict[str, Any]:
         finally:
             engine.dispose()
         done = subprocess.run(
-            [sys.executable, str(BENCH / "ceiling.py"), "insert", db.dsn, "--count", str(n)],
+            [sys.executable, str(BENCH / "ceiling.py"), kind, db.dsn, "--count", str(n)],
             capture_output=True,
             text=True,
             timeout=600,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"ceiling.py insert failed ({done.returncode}): {done.stderr[-2000:]}")
+            raise RuntimeError(f"ceiling.py {kind} failed ({done.returncode}): {done.stderr[-2000:]}")
         out = json.loads(done.stdout.strip().splitlines()[-1])
     return {"rate": out["count"] / out["seconds"], "n": out["count"], "seconds": out["seconds"]}
 

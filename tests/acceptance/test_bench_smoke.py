@@ -93,6 +93,7 @@ def test_our_scenarios_run_tiny(tmp_path: Path, pg_up: None) -> None:
     assert enqueue["single_n"] == sizes["single"] and enqueue["single_rate"] > 0
     assert enqueue["bulk_n"] == sizes["jobs"] and enqueue["bulk_rate"] > 0
     assert results["enqueue"]["ceiling insert"]["n"] == sizes["single"]
+    assert results["enqueue"]["ceiling copy"]["n"] == sizes["jobs"]  # the bulk ceiling: as many rows
 
     for name in ("pydelayed", "pydelayed plain"):  # supervisor and plain `delayed work`, same run
         (drain,) = results["drain"][name]

@@ -10,8 +10,10 @@ from delayed import schema
 from delayed.db import create_engine
 from tests.helpers import run_delayed, subprocess_env
 
+LATEST = schema.latest_version()
 OUT_OF_DATE = (
-    "schema of delayed_jobs is at version 5, this release needs 5 (missing 2): run `delayed migrate`"
+    f"schema of delayed_jobs is at version {LATEST}, this release needs {LATEST} (missing 2): "
+    "run `delayed migrate`"
 )
 
 
@@ -21,7 +23,7 @@ def test_work_and_the_supervisor_refuse_an_out_of_date_schema(tmp_path: Path) ->
     engine = create_engine(url)
     schema.migrate(engine)
     versions = schema.version_table()
-    with engine.begin() as conn:  # back to version 1: no cron tables, no row for step 2
+    with engine.begin() as conn:  # step 2 undone: no cron tables, no row for it
         conn.execute(versions.delete().where(versions.c.version == 2))
         for table in schema.cron_tables():
             conn.execute(sa.schema.DropTable(table))

@@ -358,6 +358,56 @@ def test_a_crash_charges_only_the_jobs_the_child_reported_started(
         assert (event["count"], event["attempted"], event["released"]) == (3, 1, 2)
 
 
+def test_the_shared_table_is_what_a_crash_charges_and_what_max_run_time_watches(
+    tmp_path: Path, fake: FakeProcesses, jobs: SqliteJobs, sup_events: list[Any]
+) -> None:
+    """The real child writes its running jobs to the table (no report per job): a job whose
+    slot is set counts an attempt; one ended, or cut off before its slot named it, does not."""
+    strict = "[delayed]\nmax_attempts = 1\n"
+    path = tmp_path / "strict.toml"
+    path.write_text(TOML.format(url=jobs.url, workers=1).replace("[delayed]\n", strict))
+    with supervising(path, fake) as sup:
+        start = time.monotonic()
+        [child] = boot(sup, fake, start)
+        assert child.running is fake.specs[child.pid].running is not None
+        table = child.running
+        running, finished, cut_off = jobs.add(child.name), jobs.add(child.name), jobs.add(child.name)
+        table.start(0, running, start - 6, 5.0)
+        table.start(1, finished, start, 60.0)
+        table.end(1)
+        # Killed inside start(): the times were written, the job id not yet (perform not begun).
+        table._map[2 * 32 + 8 : 2 * 32 + 24] = bytes(range(16))
+        sup.murder(start)
+        assert (sorted(child.jobs), child.done, list(child.overdue)) == ([running], 1, [running])
+        assert child.state is State.DRAINING, "over its max_run_time: the child stops claiming"
+        fake.die(child.pid, signal.SIGKILL)
+        sup.reap(start + 1)
+        row = jobs.row(running)
+        assert (row["attempts"], row["failed_at"] is not None) == (1, True)
+        assert "was killed by signal SIGKILL while running this job" in row["last_error"]
+        for job_id in (finished, cut_off):
+            row = jobs.row(job_id)
+            assert (row["attempts"], row["failed_at"], row["locked_by"]) == (0, None, None)
+        [event] = names(sup_events, "locks_reclaimed")
+        assert (event["count"], event["attempted"], event["released"]) == (3, 1, 2)
+        assert table._map.closed, "unmapped once reclaimed"
+
+
+def test_a_job_that_ends_in_the_shared_table_within_the_grace_saves_its_child(
+    sup: Supervisor, fake: FakeProcesses
+) -> None:
+    now = time.monotonic()
+    child, _ = boot(sup, fake, now)
+    assert child.running is not None
+    child.running.start(3, 1, now - 6, 5.0)
+    sup.murder(now)
+    assert list(child.overdue) == [1]
+    child.running.end(3)
+    sup.murder(now + 3)
+    assert (child.jobs, child.overdue, child.done) == ({}, {}, 1)
+    assert child.state is State.DRAINING and fake.signals_to(child.pid) == [signal.SIGTERM]
+
+
 def test_the_reclaim_uses_the_name_the_child_reported_never_one_made_from_its_pid(
     sup: Supervisor, fake: FakeProcesses, jobs: SqliteJobs, sup_events: list[Any]
 ) -> None:

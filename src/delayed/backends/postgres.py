@@ -52,6 +52,84 @@ _INSERT_CHUNK = 10_000  # rows per INSERT statement
 _PIPELINE_CHUNK = 2_500  # rows per statement when a large enqueue is pipelined
 _UNIFORM = frozenset({"priority", "attempts", "queue", "name"})  # sent once when equal in every row
 _SAME_AS_CREATED = frozenset({"run_at", "updated_at"})  # usually equal to created_at: not sent then
+# Text columns sent as one string, split by the server (`string_to_array`): psycopg dumps a
+# list element by element in Python, ~40% of a bulk enqueue's client time for the handlers.
+# The separator is a control character JSON text never holds unescaped (a handler is JSON).
+_PACKED = frozenset({"handler"})
+_SEPARATOR = "\x1e"
+
+
+def _pack(values: list[Any]) -> str | None:
+    """The strings joined by _SEPARATOR; None when one is not a string (a None) or holds it."""
+    try:
+        packed = _SEPARATOR.join(values)
+    except TypeError:
+        return None
+    if not packed or packed.count(_SEPARATOR) != len(values) - 1:
+        return None  # "" would split into no element at all
+    return packed
+
+
+def insert_statement(
+    quoted_table: str, chunk: list[dict[str, Any]], binary: bool = True
+) -> tuple[str, dict[str, Any]]:
+    """`INSERT ... SELECT ... FROM unnest(arrays) RETURNING id` and its parameters, for any
+    number of rows (the backend's inserts, and `using=` a caller's psycopg connection).
+
+    One SQL text per shape, never compiled per call (SQLAlchemy compiled 8 bind parameters
+    per row for a multi-row VALUES, which cost more than the insert itself), so psycopg
+    reuses its parsed query. A column whose value is the same in every row (priority,
+    attempts, queue and name usually are, in a bulk enqueue of one job class) travels as one
+    value, run_at and updated_at as created_at when they match, and the handlers as one
+    string (_PACKED): each array element costs the driver a Python-level dump. unnest()
+    yields the rows in array order, and ids are drawn in that order. `binary`: arrays in
+    psycopg's binary format (not with a ClientCursor, which binds on the client).
+    """
+    params: dict[str, Any] = {}
+    # per column: "a" (array), "s" (one value), "=" (= created_at), "p" (one packed string)
+    shape: list[str] = []
+    created = [row["created_at"] for row in chunk]
+    for column in _INSERT_COLUMNS:
+        values = created if column == "created_at" else [row[column] for row in chunk]
+        if column in _SAME_AS_CREATED and values == created:
+            shape.append("=")
+        elif column in _UNIFORM and values.count(values[0]) == len(values):
+            shape.append("s")
+            params[column] = values[0]
+        elif column in _PACKED and (packed := _pack(values)) is not None:
+            shape.append("p")
+            params[column] = packed
+        else:
+            shape.append("a")
+            params[column] = values
+    return _insert_sql(quoted_table, "".join(shape), binary), params
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(quoted_table: str, shape: str | None, binary: bool) -> str:
+    """The INSERT for one row (shape None) or for arrays shaped as `insert_statement` says;
+    `quoted_table`: the table as SQL text, quoted (and schema-qualified) by the caller."""
+    name = quoted_table.replace("%", "%%")  # psycopg's placeholders
+    columns = ", ".join(_INSERT_COLUMNS)
+    if shape is None:
+        source = "VALUES (" + ", ".join(f"%({c})s" for c in _INSERT_COLUMNS) + ")"
+    else:
+        exprs, arrays, sources = [], [], []
+        for column, kind in zip(_INSERT_COLUMNS, shape, strict=True):
+            cast = _INSERT_TYPES[column]
+            if kind == "s":
+                exprs.append(f"%({column})s::{cast}")
+            elif kind == "=":
+                exprs.append("u.created_at")
+            else:
+                exprs.append(f"u.{column}")
+                arrays.append(column)
+                if kind == "p":
+                    sources.append(f"string_to_array(%({column})s::text, chr({ord(_SEPARATOR)}))::{cast}[]")
+                else:
+                    sources.append(f"%({column}){'b' if binary else 's'}::{cast}[]")
+        source = f"SELECT {', '.join(exprs)} FROM unnest({', '.join(sources)}) AS u({', '.join(arrays)})"
+    return f"INSERT INTO {name} ({columns}) {source} RETURNING id"
 
 
 @functools.cache
@@ -115,7 +193,7 @@ class PostgresBackend(Backend):
     def __init__(self, engine: Any, table: sa.Table) -> None:
         super().__init__(engine, table)
         self._claim_sql: dict[tuple[bool, bool, bool], Any] = {}
-        self._claim_raw: dict[tuple[bool, bool, bool], str] = {}
+        self._claim_raw: dict[tuple[Any, ...], str] = {}
         # Hot paths talk to psycopg 3 directly (prepared statements, rows as tuples); any
         # other driver goes through SQLAlchemy as before.
         self._direct = engine.dialect.driver == "psycopg"
@@ -410,55 +488,14 @@ class PostgresBackend(Backend):
         )
 
     def _insert_many(self, chunk: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-        """The statement and parameters for up to one chunk of rows.
-
-        A column whose value is the same in every row (priority, attempts, queue and name
-        usually are, in a bulk enqueue of one job class) travels as one value, and run_at
-        and updated_at as created_at when they match: each array element costs the driver a
-        Python-level dump, so fewer arrays means a cheaper bulk enqueue.
-        """
-        params: dict[str, Any] = {}
-        shape: list[str] = []  # per column: "a" (array), "s" (one value), "=" (= created_at)
-        created = [row["created_at"] for row in chunk]
-        for column in _INSERT_COLUMNS:
-            values = created if column == "created_at" else [row[column] for row in chunk]
-            if column in _SAME_AS_CREATED and values == created:
-                shape.append("=")
-            elif column in _UNIFORM and values.count(values[0]) == len(values):
-                shape.append("s")
-                params[column] = values[0]
-            else:
-                shape.append("a")
-                params[column] = values
-        return self._insert_sql("".join(shape)), params
+        return insert_statement(self._quoted_table(), chunk)
 
     def _quoted_table(self) -> str:
         """The table's name for SQL text, schema-qualified and quoted by SQLAlchemy (never by hand)."""
         return str(self.engine.dialect.identifier_preparer.format_table(self.table))
 
     def _insert_sql(self, shape: str | None) -> str:
-        """The INSERT for one row (shape None) or for arrays shaped as `_insert_many` says."""
-        key = shape or ""
-        sql = self._insert_text.get(key)
-        if sql is None:
-            name = self._quoted_table().replace("%", "%%")  # psycopg's placeholders
-            columns = ", ".join(_INSERT_COLUMNS)
-            if shape is None:
-                source = "VALUES (" + ", ".join(f"%({c})s" for c in _INSERT_COLUMNS) + ")"
-            else:
-                arrays = [c for c, kind in zip(_INSERT_COLUMNS, shape, strict=True) if kind == "a"]
-                exprs = []
-                for column, kind in zip(_INSERT_COLUMNS, shape, strict=True):
-                    if kind == "a":
-                        exprs.append(f"u.{column}")
-                    elif kind == "s":
-                        exprs.append(f"%({column})s::{_INSERT_TYPES[column]}")
-                    else:
-                        exprs.append("u.created_at")
-                unnest = ", ".join(f"%({c})b::{_INSERT_TYPES[c]}[]" for c in arrays)
-                source = f"SELECT {', '.join(exprs)} FROM unnest({unnest}) AS u({', '.join(arrays)})"
-            sql = self._insert_text[key] = f"INSERT INTO {name} ({columns}) {source} RETURNING id"
-        return sql
+        return _insert_sql(self._quoted_table(), shape, True)
 
     def notify(self, conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": notify_channel(self.table)})

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
-_COLUMNS = ("priority", "attempts", "handler", "run_at", "queue", "name", "created_at", "updated_at")
+from .postgres import insert_statement
+
+_CHUNK = 10_000  # rows per statement
 
 
 def insert_psycopg(conn: Any, table_name: str, rows: list[dict[str, Any]]) -> list[int]:
-    """Multi-row INSERT ... RETURNING id on a psycopg Connection; ids in input order."""
-    table = sql.Identifier(*table_name.split("."))  # schema.table: each part quoted by psycopg
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS)
+    """The rows in `INSERT ... SELECT FROM unnest(arrays) RETURNING id` statements (the
+    backend's, see postgres.insert_statement) on a psycopg Connection; ids in input order."""
+    table = sql.Identifier(*table_name.split(".")).as_string(conn)  # schema.table: each part quoted
     ids: list[int] = []
     with conn.cursor() as cursor:
-        for start in range(0, len(rows), 1000):
-            chunk = rows[start : start + 1000]
-            one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)))
-            values = sql.SQL(", ").join([one] * len(chunk))
-            query = sql.SQL("INSERT INTO {} ({}) VALUES {} RETURNING id").format(table, columns, values)
-            params = [row[c] for row in chunk for c in _COLUMNS]
-            cursor.execute(query, params)
-            ids.extend(sorted(int(r[0]) for r in cursor.fetchall()))
+        binary = not isinstance(cursor, psycopg.ClientCursor)  # it cannot bind binary arrays
+        for start in range(0, len(rows), _CHUNK):
+            text, params = insert_statement(table, rows[start : start + _CHUNK], binary)
+            cursor.execute(text, params)
+            chunk_ids = [int(r[0]) for r in cursor.fetchall()]
+            chunk_ids.sort()  # unnest() yields the rows in array order, ids drawn in that order
+            ids.extend(chunk_ids)
     return ids

@@ -84,13 +84,8 @@ def postgres_extras(table: sa.Table, dialect: Dialect) -> list[str]:
 
 
 # ------------------------------------------------------------------ 1: the baseline jobs table
-def _baseline_table(names: TableNames) -> sa.Table:
-    """The jobs table as version 1 made it: later steps add their columns to it."""
-    return make_table(names.configured, sa.MetaData(), version=1)
-
-
 def _baseline(dialect: Dialect, names: TableNames) -> list[str]:
-    table = _baseline_table(names)
+    table = make_table(names.configured, sa.MetaData(), version=1)  # the first release's shape
     statements = create_table(table, dialect)
     if dialect.name == "postgresql":
         statements += postgres_extras(table, dialect)
@@ -101,7 +96,7 @@ def _adopt_baseline(inspector: sa.Inspector, dialect: Dialect, names: TableNames
     """An old jobs table: create its missing indexes and (PostgreSQL) re-apply the extras."""
     if not inspector.has_table(names.jobs, schema=names.schema):
         return None
-    table = _baseline_table(names)
+    table = make_table(names.configured, sa.MetaData(), version=1)
     existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
     statements = [
         str(CreateIndex(index).compile(dialect=dialect)).strip()
@@ -140,15 +135,24 @@ def _missing_cron_tables(
     return statements
 
 
+def new_indexes(table: sa.Table, version: int, dialect: Dialect) -> list[str]:
+    """CREATE INDEX for the indexes of `table` marked `info=since(version)` on `dialect`."""
+    return [
+        str(CreateIndex(index).compile(dialect=dialect)).strip()
+        for index in sorted(table.indexes, key=lambda i: i.name or "")
+        if index.info.get("since") == version and index_applies(index, dialect)
+    ]
+
+
 # ------------------------------------------------------------------ 5: kept results (issue 15)
 def _kept_results(dialect: Dialect, names: TableNames) -> list[str]:
-    """finished_at and result (nullable: in place on a full table), the pickup index without
-    finished rows, and an index on finished_at for pruning.
+    """finished_at and result (nullable: in place on a full table), the pickup index rebuilt
+    without finished rows, and an index on finished_at for pruning.
 
-    The pickup index is rebuilt under its name: PostgreSQL and SQLite drop and create it in
-    the step's transaction (CREATE INDEX blocks writes while it builds: run it at a quiet
-    time on a big table); MySQL in one ALTER TABLE (DROP INDEX, ADD INDEX), so a step cut
-    short and run again never finds the index missing.
+    The pickup index keeps its name: PostgreSQL and SQLite drop and create it in the step's
+    transaction (CREATE INDEX blocks writes while it builds: on a big table, migrate at a
+    quiet time); MySQL in one ALTER TABLE (DROP INDEX, ADD INDEX), so a step cut short and
+    run again never finds the index missing.
     """
     table = get_table(names.configured)
     prep = dialect.identifier_preparer
@@ -157,22 +161,26 @@ def _kept_results(dialect: Dialect, names: TableNames) -> list[str]:
         f"ALTER TABLE {quoted} ADD COLUMN {prep.quote(column.name)} {column.type.compile(dialect=dialect)}"
         for column in (table.c.finished_at, table.c.result)
     ]
-    live = next(
-        ix for ix in table.indexes if ix.name == f"idx_{table.name}_live" and index_applies(ix, dialect)
-    )
-    finished = next(ix for ix in table.indexes if ix.name == f"idx_{table.name}_finished")
+    live_name = f"idx_{table.name}_live"
+    live = next(ix for ix in table.indexes if ix.name == live_name and index_applies(ix, dialect))
     if dialect.name in ("mysql", "mariadb"):
         columns = ", ".join(prep.quote(column.name) for column in live.columns)
-        name = prep.quote(live.name or "")
+        name = prep.quote(live_name)
         statements.append(f"ALTER TABLE {quoted} DROP INDEX {name}, ADD INDEX {name} ({columns})")
     else:
-        statements.append(str(DropIndex(live).compile(dialect=dialect)).strip())
+        before = make_table(names.configured, sa.MetaData(), version=KEPT_RESULTS_VERSION - 1)
+        old = next(ix for ix in before.indexes if ix.name == live_name and index_applies(ix, dialect))
+        statements.append(str(DropIndex(old).compile(dialect=dialect)).strip())
         statements.append(str(CreateIndex(live).compile(dialect=dialect)).strip())
         if dialect.name == "postgresql":
-            live_name = prep.quote(live.name or "")
-            schema = f"{prep.quote_schema(table.schema)}." if table.schema else ""
-            statements.append(f"ALTER INDEX {schema}{live_name} SET (fillfactor = 33)")
-    statements.append(str(CreateIndex(finished).compile(dialect=dialect)).strip())
+            statements.append(
+                f"ALTER INDEX {_quoted_name(dialect, table.schema, live_name)} SET (fillfactor = 33)"
+            )
+    statements += [
+        str(CreateIndex(ix).compile(dialect=dialect)).strip()
+        for ix in table.indexes
+        if ix.name == f"idx_{table.name}_finished"
+    ]
     return statements
 
 
@@ -184,8 +192,17 @@ def _adopt_kept_results(inspector: sa.Inspector, dialect: Dialect, names: TableN
         return None
     table = get_table(names.configured)
     existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
-    finished = next(ix for ix in table.indexes if ix.name == f"idx_{table.name}_finished")
-    return [] if finished.name in existing else [str(CreateIndex(finished).compile(dialect=dialect)).strip()]
+    return [
+        str(CreateIndex(ix).compile(dialect=dialect)).strip()
+        for ix in table.indexes
+        if ix.name == f"idx_{table.name}_finished" and ix.name not in existing
+    ]
+
+
+# ------------------------------------------------------------------ 6: the failed-jobs list index
+def _failed_list(dialect: Dialect, names: TableNames) -> list[str]:
+    """The dashboard's failed list at a million rows (bench/README.md, web_million.py)."""
+    return new_indexes(get_table(names.configured), 6, dialect)
 
 
 STEPS: tuple[Step, ...] = (
@@ -197,6 +214,7 @@ STEPS: tuple[Step, ...] = (
         _kept_results,
         _adopt_kept_results,
     ),
+    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list),
 )
 
 

@@ -12,13 +12,12 @@ reaching SQL is quoted by SQLAlchemy.
 
 Index choices (see the Ruby gem's migrations 03-07):
 - pickup index `idx_delayed_jobs_live`, ordered like the pickup query (priority, run_at, id):
-  PostgreSQL: partial `WHERE failed_at IS NULL AND finished_at IS NULL` (finished_at from
-  version 5, kept results: a kept row is never in it), without locked_at/locked_by so that a
-  claim is a HOT update; queue last so a queue filter is checked in the index.
-  SQLite: partial (the same WHERE), (priority, run_at); the rowid (= id) is implicitly the last key.
-  MySQL/MariaDB: no partial indexes, so the markers lead: (failed_at, finished_at, priority,
-  run_at); InnoDB appends the primary key, which gives the id tiebreak.
-- `idx_delayed_jobs_finished` (finished_at; partial where possible): pruning kept results.
+  PostgreSQL: partial `WHERE failed_at IS NULL` (from step 5, kept results: `AND finished_at IS
+  NULL`, and MySQL's gets finished_at second), without locked_at/locked_by so that a claim
+  is a HOT update; queue last so a queue filter is checked in the index.
+  SQLite: partial, (priority, run_at); the rowid (= id) is implicitly the last key.
+  MySQL/MariaDB: no partial indexes, so failed_at leads: (failed_at, priority, run_at); InnoDB
+  appends the primary key, which gives the id tiebreak.
 - `idx_delayed_jobs_failed` (priority, queue) WHERE failed_at IS NOT NULL, for the monitor.
 - `index_delayed_jobs_on_name`.
 
@@ -100,6 +99,22 @@ def _meta_for(configured: str) -> sa.MetaData:
 
 
 KEPT_RESULTS_VERSION = 5  # the step adding finished_at / result (issue 15)
+_LATEST = 1 << 30
+
+
+def since(version: int) -> dict[str, int]:
+    """`info=since(N)` marks a column or index added by step N (absent from earlier shapes)."""
+    return {"since": version}
+
+
+def until(version: int) -> dict[str, int]:
+    """`info=until(N)` marks an index step N replaced (present only in earlier shapes)."""
+    return {"until": version}
+
+
+def _in_shape(item: sa.Column[object] | sa.Index, version: int | None) -> bool:
+    shape = _LATEST if version is None else version
+    return item.info.get("since", 1) <= shape < item.info.get("until", _LATEST + 1)
 
 
 def make_table(
@@ -107,24 +122,13 @@ def make_table(
 ) -> sa.Table:
     """Build the jobs table under `name` (index names follow the table name).
 
-    `version`: the shape as of that schema version (step 1 creates the baseline, later steps
-    add their columns and indexes to it); None, the latest shape, which code uses.
+    `version=None` is the latest shape; `version=N` the shape after step N (columns and indexes
+    marked `info=since(M)` with M > N left out), so step 1 creates exactly the table the first
+    release made and each later step adds its own columns and indexes to it.
     """
     meta = metadata if meta is None else meta
     schema, bare = split_table_name(name)
-    kept = version is None or version >= KEPT_RESULTS_VERSION
-    kept_columns = (
-        [
-            # Kept results (keep_finished): a successful job's row stays, out of pickup.
-            sa.Column("finished_at", _Timestamp, nullable=True),
-            sa.Column("result", _LongText, nullable=True),
-        ]
-        if kept
-        else []
-    )
-    table = sa.Table(
-        bare,
-        meta,
+    columns = [
         sa.Column("id", _BigId, primary_key=True, autoincrement=True),
         sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
@@ -138,15 +142,19 @@ def make_table(
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("created_at", _Timestamp, nullable=True),
         sa.Column("updated_at", _Timestamp, nullable=True),
-        *kept_columns,
-        schema=schema,
-    )
-    # Live = neither failed nor (a kept result) finished: the pickup index holds only those.
-    live = (
-        sa.and_(table.c.failed_at.is_(None), table.c.finished_at.is_(None))
-        if kept
-        else table.c.failed_at.is_(None)
-    )
+        # Kept results (keep_finished): a successful job's row stays, out of pickup.
+        sa.Column("finished_at", _Timestamp, nullable=True, info=since(KEPT_RESULTS_VERSION)),
+        sa.Column("result", _LongText, nullable=True, info=since(KEPT_RESULTS_VERSION)),
+    ]
+    table = sa.Table(bare, meta, *[c for c in columns if _in_shape(c, version)], schema=schema)
+    _add_indexes(table, bare)
+    for index in [i for i in table.indexes if not _in_shape(i, version)]:
+        table.indexes.discard(index)
+    return table
+
+
+def _add_indexes(table: sa.Table, bare: str) -> None:
+    """The jobs table's indexes (an Index attaches itself to its table)."""
     sa.Index(f"index_{bare}_on_name", table.c.name)
     sa.Index(
         f"idx_{bare}_live",
@@ -154,30 +162,25 @@ def make_table(
         table.c.run_at,
         table.c.id,
         table.c.queue,
-        postgresql_where=live,
+        postgresql_where=table.c.failed_at.is_(None),
+        info=until(KEPT_RESULTS_VERSION),
     ).ddl_if(dialect="postgresql")
     sa.Index(
         f"idx_{bare}_live",
         table.c.priority,
         table.c.run_at,
-        sqlite_where=live,
+        sqlite_where=table.c.failed_at.is_(None),
+        info=until(KEPT_RESULTS_VERSION),
     ).ddl_if(dialect="sqlite")
-    # MySQL has no partial index: the markers lead, so the ready range (NULL[, NULL], priority,
-    # run_at) holds no failed and no finished row.
     sa.Index(
         f"idx_{bare}_live",
         table.c.failed_at,
-        *([table.c.finished_at] if kept else []),
         table.c.priority,
         table.c.run_at,
+        info=until(KEPT_RESULTS_VERSION),
     ).ddl_if(callable_=lambda ddl, target, bind, dialect, **kw: dialect.name in ("mysql", "mariadb"))
-    if kept:  # pruning kept results and `delayed jobs list --finished`
-        sa.Index(
-            f"idx_{bare}_finished",
-            table.c.finished_at,
-            postgresql_where=table.c.finished_at.isnot(None),
-            sqlite_where=table.c.finished_at.isnot(None),
-        )
+    if "finished_at" in table.c:
+        _add_kept_results_indexes(table, bare)
     sa.Index(
         f"idx_{bare}_failed",
         table.c.priority,
@@ -185,7 +188,63 @@ def make_table(
         postgresql_where=table.c.failed_at.isnot(None),
         sqlite_where=table.c.failed_at.isnot(None),
     ).ddl_if(callable_=lambda ddl, target, bind, dialect, **kw: dialect.name in ("postgresql", "sqlite"))
-    return table
+    # Step 6: the dashboard's failed-jobs list (newest first, filtered by queue, priority or
+    # name) as an index-only scan; it changes only when a job fails, is retried or discarded,
+    # never on the claim path. MySQL has no partial indexes: there it would index every row.
+    sa.Index(
+        f"idx_{bare}_failed_list",
+        table.c.id,
+        postgresql_include=["queue", "priority", "name"],
+        postgresql_where=table.c.failed_at.isnot(None),
+        info=since(6),
+    ).ddl_if(dialect="postgresql")
+    sa.Index(
+        f"idx_{bare}_failed_list",
+        table.c.id,
+        table.c.queue,
+        table.c.priority,
+        table.c.name,
+        sqlite_where=table.c.failed_at.isnot(None),
+        info=since(6),
+    ).ddl_if(dialect="sqlite")
+
+
+def _add_kept_results_indexes(table: sa.Table, bare: str) -> None:
+    """Step 5: the pickup index without finished rows (kept results), and one for pruning.
+
+    PostgreSQL and SQLite: the partial WHERE excludes finished rows too. MySQL has no partial
+    index: finished_at is the second column, so the ready range (NULL, NULL, priority, run_at)
+    holds no failed and no finished row.
+    """
+    live = sa.and_(table.c.failed_at.is_(None), table.c.finished_at.is_(None))
+    kept = since(KEPT_RESULTS_VERSION)
+    sa.Index(
+        f"idx_{bare}_live",
+        table.c.priority,
+        table.c.run_at,
+        table.c.id,
+        table.c.queue,
+        postgresql_where=live,
+        info=kept,
+    ).ddl_if(dialect="postgresql")
+    sa.Index(f"idx_{bare}_live", table.c.priority, table.c.run_at, sqlite_where=live, info=kept).ddl_if(
+        dialect="sqlite"
+    )
+    sa.Index(
+        f"idx_{bare}_live",
+        table.c.failed_at,
+        table.c.finished_at,
+        table.c.priority,
+        table.c.run_at,
+        info=kept,
+    ).ddl_if(callable_=lambda ddl, target, bind, dialect, **kw: dialect.name in ("mysql", "mariadb"))
+    sa.Index(
+        f"idx_{bare}_finished",
+        table.c.finished_at,
+        postgresql_where=table.c.finished_at.isnot(None),
+        sqlite_where=table.c.finished_at.isnot(None),
+        info=kept,
+    )
 
 
 jobs = make_table()

@@ -58,6 +58,7 @@ from .child import ENDINGS, Child, Database, Ending, Reason, State, describe_sta
 from .child_process import ChildSpec, run_child, set_title
 from .pools import CRASH_WINDOW, PoolState
 from .reclaim import Reclaim, Reclaimer
+from .running import RunningTable
 from .settings import Settings, load_settings
 
 log = logging.getLogger("delayed.supervisor")
@@ -422,6 +423,7 @@ class Supervisor:
                     )
                     self._forget(child, None, now)
                 continue
+            child.refresh()
             self._mark_overdue(child, now)
             grace = self.settings.max_run_time_grace
             due = [j for j in child.overdue.values() if now >= j.started + j.max_run_time + grace]
@@ -528,6 +530,8 @@ class Supervisor:
             # A child that exited by itself finished its claims; a killed one may not have.
             request = child.reclaim(reason, how, self.settings.heartbeat_timeout)
             self.reclaimer.submit(request, recheck=not exited_cleanly(status))
+        if child.running is not None:
+            child.running.close()
 
     def _count_crash(self, child: Child, ending: Ending, now: float) -> None:
         """Back off when children die unexplained before doing any work (never spin).
@@ -562,6 +566,8 @@ class Supervisor:
             if child.holds_rows:
                 assert child.name is not None
                 self.reclaimer.submit(Reclaim(child.pid, child.name, child.config))
+            if child.running is not None:
+                child.running.close()
         self.children.clear()
 
     # -- spawning --------------------------------------------------------------------------
@@ -585,6 +591,7 @@ class Supervisor:
         """Fork one child for `pool`; False when fork failed (the pool waits a few seconds)."""
         settings = self.settings
         read_fd, write_fd = os.pipe()
+        running = RunningTable(pool.max_claims) if pool.kind == "worker" else None
         spec = ChildSpec(
             kind=pool.kind,
             pool_name=pool.name,
@@ -600,6 +607,7 @@ class Supervisor:
             heartbeat_interval=min(HEARTBEAT_INTERVAL, settings.heartbeat_timeout / 3),
             tracing=settings.tracing,
             cron_entries=settings.cron_entries,
+            running=running,
         )
         self.reclaimer.dispose()  # NullPool holds nothing; dispose anyway so no engine state crosses
         try:
@@ -607,12 +615,14 @@ class Supervisor:
         except OSError as exc:
             os.close(read_fd)
             os.close(write_fd)
+            if running is not None:
+                running.close()
             pool.fork_failed(now)
             log.error("cannot fork a child for pool %s: %s; trying again in 5 s", pool.name, exc)
             return False
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self.children[pid] = Child(pid, pool, settings.config, read_fd, now, last_seen=now)
+        self.children[pid] = Child(pid, pool, settings.config, read_fd, now, last_seen=now, running=running)
         log.info("spawned child %d for pool %s", pid, pool.name)
         events.emit("delayed.supervisor.child_spawned", pid=pid, pool=pool.name)
         return True

@@ -21,7 +21,9 @@ happens to the jobs it still held (design.md "Decisions"):
   it reported started and not ended counts an attempt, with a last_error naming the signal
   or exit status, so a job that kills its process cannot retry forever.
 
-Only what the child reported counts, because only that is known to have run: a row it
+Only what the child reported counts (a job thread writes its job to the shared table,
+running.py, before perform starts, and clears it when the job ends), because only that is
+known to have run: a row it
 claimed but never started, and a job it reported ended whose outcome was still queued in
 its completer, are released with attempts unchanged. The latter runs again although it
 ran once (at least once allows that; counting an attempt instead could fail or, with
@@ -40,6 +42,7 @@ from ..config import Config
 from . import protocol
 from .pools import CRASH_WINDOW, PoolState
 from .reclaim import Reclaim
+from .running import RunningTable
 
 log = logging.getLogger("delayed.supervisor")
 
@@ -147,9 +150,13 @@ class Child:
     booted: bool = False  # it reported B (possibly while already draining)
     eof: bool = False  # its pipe is closed: it is dead or dying
     busy: int = 0
-    done: int = 0  # jobs it reported finished
+    done: int = 0  # jobs it reported finished (the shared table's and the pipe's)
     decoder: protocol.Decoder = field(default_factory=protocol.Decoder)
     jobs: dict[int, RunningJob] = field(default_factory=dict)  # reported started, not yet ended
+    # Its job threads write what they run here (running.py); `refresh` reads it into `jobs`.
+    running: RunningTable | None = None
+    piped: dict[int, RunningJob] = field(default_factory=dict)  # S/E reports: threads without a slot
+    piped_done: int = 0
     overdue: dict[int, RunningJob] = field(default_factory=dict)
     term_deadline: float = float("inf")  # once draining: SIGKILL after this
     killed_at: float | None = None
@@ -227,14 +234,36 @@ class Child:
 
     def on_started(self, report: protocol.Started) -> None:
         job = RunningJob(report.job_id, report.started, report.max_run_time, report.thread)
+        self.piped[job.id] = job
         self.jobs[job.id] = job
         self.busy = len(self.jobs)
 
     def on_ended(self, job_id: int) -> None:
-        if self.jobs.pop(job_id, None) is not None:
+        if self.piped.pop(job_id, None) is not None:
+            self.piped_done += 1
             self.done += 1
+        self.jobs.pop(job_id, None)
         self.overdue.pop(job_id, None)
         self.busy = len(self.jobs)
+
+    def refresh(self) -> None:
+        """Read the shared table: `jobs` = what its threads run now (plus the pipe's reports).
+
+        The master calls it before it looks at `jobs`: each loop pass (max_run_time) and
+        once the child is dead (the reclaim), when the table holds exactly what was
+        started and not ended.
+        """
+        if self.running is None:
+            return
+        running, done = self.running.read()
+        jobs = dict(self.piped)
+        for job in running:
+            jobs[job.job_id] = RunningJob(job.job_id, job.started, job.max_run_time, f"slot {job.slot}")
+        self.jobs = jobs
+        self.done = self.piped_done + done
+        self.busy = len(jobs)
+        for job_id in [j for j in self.overdue if j not in jobs]:
+            del self.overdue[job_id]  # ended within the grace
 
     # -- the end ---------------------------------------------------------------------------
     def reclaim(self, reason: Reason, how: str, heartbeat_timeout: float) -> Reclaim:
@@ -245,6 +274,7 @@ class Child:
         master never charges a row it does not know ran; `reclaim.plan` releases the rest.
         """
         assert self.name is not None, "only a child that reported its name holds rows"
+        self.refresh()
         request = Reclaim(self.pid, self.name, self.config)
         ending = ENDINGS[reason]
         if ending.fate is Fate.ATTEMPT_STARTED:

@@ -3,8 +3,9 @@
 After the fork nothing of the master's is used: its signal handlers are reset, its pipes
 closed, and the database engine is made fresh (`delayed.db` makes one per pid). The
 child then runs one `Worker` (or the monitor) and tells the master, over a pipe, that it
-booted (with its worker's name), which job each thread starts and ends, whether its worker
-reaches the database (`DatabaseWatch`), and that it is alive (`protocol`).
+booted (with its worker's name), whether its worker reaches the database (`DatabaseWatch`),
+and that it is alive (`protocol`). Which job each thread runs, since when, it writes to a
+table in memory shared with the master (`running`): no report per job.
 
 SIGTERM asks for a graceful drain (stop claiming, finish running jobs, write outcomes,
 exit 0). The child also drains when the master dies (its parent pid changes or the pipe
@@ -38,6 +39,7 @@ from ..tracing import instrument_from_config
 from ..wakeup import Wakeup
 from ..worker import Worker
 from . import protocol
+from .running import RunningTable
 
 log = logging.getLogger("delayed.supervisor")
 
@@ -63,6 +65,7 @@ class ChildSpec:
     heartbeat_interval: float = 1.0
     tracing: bool = False  # instrument the Worker with OpenTelemetry (after on_worker_boot)
     cron_entries: tuple[CronEntry, ...] = ()  # the scheduler child's entries (checked by the master)
+    running: RunningTable | None = None  # a worker child's running jobs, shared with the master
 
 
 class Reporter:
@@ -241,15 +244,7 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
         config=spec.config,
     )
 
-    def on_job_start(record: JobRecord, max_run_time: float) -> None:
-        thread = threading.current_thread().name
-        reporter.send(protocol.Started(record.id, time.monotonic(), max_run_time, thread))
-
-    def on_job_end(record: JobRecord) -> None:
-        reporter.send(protocol.Ended(record.id))
-
-    worker.executor.on_job_start = on_job_start
-    worker.executor.on_job_end = on_job_end
+    worker.executor.on_job_start, worker.executor.on_job_end = _job_hooks(spec.running, reporter)
     heartbeat.busy = lambda: worker.busy
     # drain() before run() still stops it: the worker clears its flags only after a run.
     stopper.target = worker.drain
@@ -258,6 +253,33 @@ def _run_worker(spec: ChildSpec, reporter: Reporter, stopper: _Stopper, heartbea
     if stopper.requested:  # TERM during boot: nothing claimed yet, nothing to drain
         return 0
     return worker.run(exit_on_complete=False, install_signals=False)
+
+
+def _job_hooks(
+    running: RunningTable | None, reporter: Reporter
+) -> tuple[Callable[[JobRecord, float], None], Callable[[JobRecord], None]]:
+    """The executor's start and end hooks: the thread's slot in the shared table, written
+    before perform runs (no system call); a report line for a thread without a slot."""
+
+    def slot() -> int | None:
+        return running.slot_for_thread() if running is not None else None
+
+    def on_job_start(record: JobRecord, max_run_time: float) -> None:
+        index = slot()
+        if running is not None and index is not None:
+            running.start(index, record.id, time.monotonic(), max_run_time)
+        else:
+            thread = threading.current_thread().name
+            reporter.send(protocol.Started(record.id, time.monotonic(), max_run_time, thread))
+
+    def on_job_end(record: JobRecord) -> None:
+        index = slot()
+        if running is not None and index is not None:
+            running.end(index)
+        else:
+            reporter.send(protocol.Ended(record.id))
+
+    return on_job_start, on_job_end
 
 
 def _run_monitor(spec: ChildSpec, reporter: Reporter, stopper: _Stopper) -> int:

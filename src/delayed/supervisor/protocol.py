@@ -3,11 +3,14 @@
 A child tells its master what it does over a pipe, one report per line:
 
     B <worker name>                                 booted; the name its rows are locked by
-    S <job id> <started> <max_run_time> <thread>    a job started (time.monotonic())
-    E <job id>                                      that job ended
+    S <job id> <started> <max_run_time> <thread>    a job started (time.monotonic()) *
+    E <job id>                                      that job ended *
     H <busy>                                        heartbeat, every second
     D <error>                                       its worker cannot reach the database
     U                                               its worker reaches the database (again)
+
+* Only from a job thread without a slot in the child's shared table (running.py), where
+  job threads normally write their starts and ends: no line per job, no master wake-up.
 
 CLOCK_MONOTONIC is one clock for every process on the host, so the master compares a
 child's `started` with its own `time.monotonic()`.
