@@ -22,6 +22,15 @@ from .record import JobRecord, Outcome
 
 log = logging.getLogger("delayed.worker")
 
+_loop_threads: set[int] = set()  # idents of the threads running an EventLoopThread's loop
+
+
+def in_loop_thread() -> bool:
+    """True in a thread running async jobs: one thread for many jobs at once, so whatever
+    keeps one record per thread (the supervisor's shared running table) must key by job."""
+    return threading.get_ident() in _loop_threads
+
+
 # How long a forced stop waits for cancelled tasks to unwind before leaving the loop thread
 # to itself (a daemon thread: a job blocking the loop with sync code cannot be cancelled).
 CANCEL_WAIT = 1.0
@@ -47,9 +56,11 @@ class EventLoopThread:
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
+        _loop_threads.add(threading.get_ident())
         try:
             self.loop.run_forever()
         finally:
+            _loop_threads.discard(threading.get_ident())
             self._stopped.set()
 
     def submit(self, record: JobRecord) -> None:
