@@ -205,6 +205,12 @@ def _failed_list(dialect: Dialect, names: TableNames) -> list[str]:
     return new_indexes(get_table(names.configured), 6, dialect)
 
 
+def _adopt_failed_list(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """An unversioned table made at the latest shape already has the index: record the step."""
+    existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
+    return [] if f"idx_{names.jobs}_failed_list" in existing else None
+
+
 STEPS: tuple[Step, ...] = (
     Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
     Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
@@ -214,7 +220,7 @@ STEPS: tuple[Step, ...] = (
         _kept_results,
         _adopt_kept_results,
     ),
-    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list),
+    Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list, _adopt_failed_list),
 )
 
 
