@@ -15,6 +15,15 @@ from __future__ import annotations
 from . import admin, events, tracing  # admin: the operator API (list, retry, discard, ...)
 from . import prometheus as _prometheus  # noqa: F401 - declares [prometheus]
 from .backends import ClaimFilter
+from .callbacks import (
+    AbortEnqueue,
+    after_enqueue,
+    after_perform,
+    around_enqueue,
+    around_perform,
+    before_enqueue,
+    before_perform,
+)
 from .config import Config, configure, get_config
 from .db import get_engine
 from .enqueue import EnqueueRequest, enqueue_many
@@ -32,6 +41,7 @@ from .priority import Priority
 from .record import EnqueueResult, JobRecord, Outcome
 from .recurring import cron
 from .registry import registered_jobs
+from .retry import discard_on, retry_on
 from .schema import get_table, metadata
 from .schema import jobs as jobs_table
 from .schema import migrate as _migrate
@@ -40,6 +50,7 @@ from .web import settings as _web_settings  # noqa: F401 - declares [web] (no St
 from .worker import Worker
 
 __all__ = [
+    "AbortEnqueue",
     "ClaimFilter",
     "Config",
     "ConfigError",
@@ -58,8 +69,15 @@ __all__ = [
     "UnknownPriorityError",
     "Worker",
     "admin",
+    "after_enqueue",
+    "after_perform",
+    "around_enqueue",
+    "around_perform",
+    "before_enqueue",
+    "before_perform",
     "configure",
     "cron",
+    "discard_on",
     "enqueue_many",
     "events",
     "get_config",
@@ -69,6 +87,7 @@ __all__ = [
     "metadata",
     "migrate",
     "registered_jobs",
+    "retry_on",
     "tracing",
 ]
 

@@ -172,7 +172,9 @@ def _ids(ids: int | Iterable[int]) -> list[int]:
 def _live_lock(t: sa.Table, now: datetime, config: Config) -> Any:
     """Rows a worker holds right now: live, with a lock younger than the lock timeout."""
     stale = now - timedelta(seconds=config.lock_timeout)
-    return sa.and_(t.c.failed_at.is_(None), t.c.locked_at.is_not(None), t.c.locked_at >= stale)
+    return sa.and_(
+        t.c.failed_at.is_(None), t.c.finished_at.is_(None), t.c.locked_at.is_not(None), t.c.locked_at >= stale
+    )
 
 
 # ----------------------------------------------------------------------------- priorities
@@ -237,6 +239,7 @@ def list_jobs(
     locked: bool | None = None,
     limit: int | None = 50,
     *,
+    finished: bool | None = None,
     bind: Bind | None = None,
     config: Config | None = None,
 ) -> list[JobRecord]:
@@ -244,12 +247,18 @@ def list_jobs(
 
     `locked=True` means a worker holds the row right now (lock younger than the lock
     timeout); `locked=False` means anyone may take it. `limit=None` lists every match.
+    `finished=True`: only the kept results of successful jobs (keep_finished); False: none
+    of them. `failed=False` (live jobs) leaves finished rows out too.
     """
     bind, config, t = _setup(bind, config)
     now = utcnow()
     query = sa.select(t).order_by(t.c.id)
     if failed is not None:
         query = query.where(t.c.failed_at.is_not(None) if failed else t.c.failed_at.is_(None))
+        if not failed and finished is None:
+            query = query.where(t.c.finished_at.is_(None))
+    if finished is not None:
+        query = query.where(t.c.finished_at.is_not(None) if finished else t.c.finished_at.is_(None))
     if queue is not None:
         queues = [queue] if isinstance(queue, str) else list(queue)
         query = query.where(t.c.queue.in_(queues))
@@ -555,7 +564,7 @@ class JobFilter:
     def clauses(self, t: sa.Table, now: datetime, config: Config) -> list[Any]:
         """The WHERE clauses of this filter (the application clock decides "now")."""
         stale = now - timedelta(seconds=config.lock_timeout)
-        live = t.c.failed_at.is_(None)
+        live = sa.and_(t.c.failed_at.is_(None), t.c.finished_at.is_(None))
         due = t.c.run_at <= now
         held = sa.and_(t.c.locked_at.is_not(None), t.c.locked_at >= stale)
         by_state: dict[str, list[Any]] = {

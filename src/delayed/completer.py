@@ -63,6 +63,9 @@ def fallbacks(outcome: Outcome) -> Iterator[Outcome]:
     """
     if outcome.kind == "delete":
         return
+    if outcome.kind == "finish":  # a kept result the database refused: keep the row without it
+        yield replace(outcome, result=None)
+        return
     text = outcome.last_error or ""
     ascii_text = text.encode("ascii", "backslashreplace").decode("ascii").replace("\x00", "\\x00")
     yield replace(outcome, last_error=clean_error(ascii_text, FALLBACK_ERROR_LIMIT))

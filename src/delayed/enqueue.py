@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from . import callbacks, events
 from . import config as _config
-from . import events
 from .backends import backend_for, insert_rows
 from .concurrency import check_limit, resolve_key
 from .db import describe_error, get_engine, redact
@@ -194,10 +194,10 @@ class ConfiguredJob:
     def build(self, *args: Any, **kwargs: Any) -> EnqueueRequest:
         return build(self.job_class, self.options, args, kwargs)
 
-    def perform_later(self, *args: Any, **kwargs: Any) -> int:
-        """Insert the job; returns its id (the existing row's when a unique job is a duplicate)."""
-        request = self.build(*args, **kwargs)
-        return enqueue_many([request], using=self.options.using)[0]
+    def perform_later(self, *args: Any, **kwargs: Any) -> int | None:
+        """Insert the job; returns its id (the existing row's when a unique job is a
+        duplicate), or None when an enqueue callback aborted it."""
+        return enqueue_one(self.build(*args, **kwargs), using=self.options.using)
 
 
 _OPTION_NAMES = frozenset(
@@ -295,6 +295,8 @@ def enqueue_many(requests: Iterable[EnqueueRequest], using: Any = None) -> Enque
     taken (by a queued or running row, or an earlier item of the batch) nothing is inserted,
     its id is the existing row's and `result.duplicates[i]` is True.
 
+    No enqueue callbacks run here (as ActiveJob's perform_all_later); `perform_later` runs them.
+
     `using`: a SQLAlchemy Connection or Session, or a psycopg Connection, to join its
     transaction; without it the jobs are committed at once on the configured database.
     """
@@ -307,6 +309,26 @@ def enqueue_many(requests: Iterable[EnqueueRequest], using: Any = None) -> Enque
                 stack.enter_context(wrapper(batch))
             return _insert_batch(batch, using)
     return _insert_batch(batch, using)
+
+
+def enqueue_one(request: EnqueueRequest, using: Any = None) -> int | None:
+    """Insert one job inside its class's enqueue callbacks (delayed.callbacks).
+
+    The callbacks get a job instance with `args`, `kwargs` and `request` (whose priority,
+    queue and run_at they may still change) and, after the insert, `id`. Returns the new
+    row's id, or None when a callback aborted the enqueue (AbortEnqueue).
+    """
+    job_class = request.job_class
+    if not job_class._delayed_callbacks.enqueue_any:
+        return enqueue_many([request], using)[0]
+    job = job_class()
+    job.args, job.kwargs, job.request = tuple(request.args), request.kwargs, request
+
+    def insert() -> int:
+        job.id = enqueue_many([request], using)[0]
+        return job.id
+
+    return callbacks.enqueue(job, insert)
 
 
 def _insert_batch(batch: list[EnqueueRequest], using: Any) -> EnqueueResult:

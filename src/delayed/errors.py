@@ -37,3 +37,7 @@ class EnqueueError(DelayedError):
 
 class FencedError(DelayedError):
     """A worker that could not write its heartbeat for worker_timeout / 2 does not claim."""
+
+
+class MaxRunTimeExceeded(DelayedError, TimeoutError):
+    """An async job ran past its max_run_time and was cancelled on the worker's event loop."""

@@ -8,6 +8,7 @@ handler names. `perform_later`, `set(...)` and `build` hand over to delayed.enqu
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
+from . import callbacks
 from .concurrency import ConcurrencyKey, check_limit
 from .config import get_config
 from .enqueue import (
@@ -24,7 +26,7 @@ from .enqueue import (
     EnqueueRequest,
     build,
     check_arguments,
-    enqueue_many,
+    enqueue_one,
     merge_options,
 )
 from .errors import JobDefinitionError
@@ -45,14 +47,23 @@ class Job:
     one class: a second class under it is refused (JobDefinitionError); the same class defined
     again (a module reload) replaces the first.
     During `perform`, `self.record` is the row (id, attempts, queue, ...).
+
+    Callbacks (`@delayed.before_perform` and friends on methods, see delayed.callbacks) and
+    retry rules (`@delayed.retry_on(...)` / `@delayed.discard_on(...)` on the class, see
+    delayed.retry) are inherited. In a callback, `self.args` / `self.kwargs` are the job's
+    arguments, `self.id` its row id (after the insert, and during perform).
     """
 
     job_name: ClassVar[str] = ""
+    is_async: ClassVar[bool] = False  # `async def perform`: runs on the worker's event loop
     queue: ClassVar[str | None] = None
     priority: ClassVar[int | str | None] = None
     max_attempts: ClassVar[int | None] = None
     max_run_time: ClassVar[float | timedelta | None] = None
     destroy_failed_jobs: ClassVar[bool | None] = None
+    # Keep a success's row with its JSON return value this long ("7d", seconds, timedelta);
+    # None: [delayed] keep_finished; 0: delete at once. See delayed.results.
+    keep_finished: ClassVar[float | timedelta | str | None] = None
     # Alert thresholds overriding the priority's (seconds, seconds, attempts); see priority.job_alerts.
     alert_age: ClassVar[float | timedelta | None] = None
     alert_run_time: ClassVar[float | timedelta | None] = None
@@ -63,7 +74,13 @@ class Job:
     concurrency_key: ClassVar[ConcurrencyKey | None] = None
     concurrency_limit: ClassVar[int | None] = None
 
+    _delayed_callbacks: ClassVar[callbacks.Callbacks] = callbacks.NONE
+
     record: JobRecord | None = None
+    id: int | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    request: EnqueueRequest | None = None  # during the enqueue callbacks: the row to insert
 
     def __init_subclass__(cls, name: str | None = None, abstract: bool = False, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -74,6 +91,8 @@ class Job:
         cls.job_name = name or origin
         check_perform(cls.perform, f"{cls.__qualname__}.perform")
         _validate_class(cls)
+        cls.is_async = inspect.iscoroutinefunction(cls.perform)
+        cls._delayed_callbacks = callbacks.collect(cls, is_async=cls.is_async)
         register(cls.job_name, cls, origin)
 
     def perform(self, *args: Any, **kwargs: Any) -> Any:
@@ -96,15 +115,33 @@ class Job:
         return build(cls, NO_OPTIONS, args, kwargs)
 
     @classmethod
-    def perform_later(cls, *args: Any, **kwargs: Any) -> int:
-        """Insert the job; returns the new row's id."""
-        return enqueue_many([build(cls, NO_OPTIONS, args, kwargs)])[0]
+    def perform_later(cls, *args: Any, **kwargs: Any) -> int | None:
+        """Insert the job (inside its enqueue callbacks); the new row's id, None if a callback aborted."""
+        return enqueue_one(build(cls, NO_OPTIONS, args, kwargs))
 
     @classmethod
     def perform_now(cls, *args: Any, **kwargs: Any) -> Any:
-        """Run `perform` in this process at once, with no row (tests, scripts)."""
+        """Run `perform` in this process at once, inside its perform callbacks, with no row.
+
+        The retry rules do not apply (nothing is rescheduled): an exception reaches the caller.
+        An async job runs with asyncio.run (inside a running loop, `await aperform_now(...)`).
+        """
+        if cls.is_async:
+            return asyncio.run(cls.aperform_now(*args, **kwargs))
         check_arguments(cls.job_name, args, kwargs)
-        return cls().perform(*args, **kwargs)
+        job = cls()
+        job.args, job.kwargs = tuple(args), dict(kwargs)
+        return callbacks.run(job, lambda: job.perform(*args, **kwargs))
+
+    @classmethod
+    async def aperform_now(cls, *args: Any, **kwargs: Any) -> Any:
+        """`perform_now` for an async job, awaited on the caller's loop."""
+        if not cls.is_async:
+            raise TypeError(f"{cls.__qualname__}.perform is not `async def`: call perform_now(...)")
+        check_arguments(cls.job_name, args, kwargs)
+        job = cls()
+        job.args, job.kwargs = tuple(args), dict(kwargs)
+        return await callbacks.run_async(job, lambda: job.perform(*args, **kwargs))
 
 
 def _module_name(cls: type) -> str:
@@ -127,16 +164,15 @@ def _module_name(cls: type) -> str:
 def check_perform(perform: Callable[..., Any], where: str) -> None:
     """Refuse a perform whose body a worker would never run.
 
-    Workers call perform and take its return as the end of the job: an `async def` perform
-    would return an un-awaited coroutine (the job deleted as a success without having run),
-    a generator function a generator that never started. Async jobs are not supported yet;
-    when they are (a later issue), this is the one check to lift. The executor refuses a
-    coroutine returned at run time as well (delayed.executor), whatever got it past here.
+    Workers call a plain perform and take its return as the end of the job, and await an
+    `async def` one on their event loop (delayed.eventloop). A generator function would
+    return a generator that never started, an async generator function one nothing iterates.
+    The executor refuses a coroutine returned by a plain perform as well (delayed.executor).
     """
-    if inspect.iscoroutinefunction(perform) or inspect.isasyncgenfunction(perform):
+    if inspect.isasyncgenfunction(perform):
         raise JobDefinitionError(
-            f"{where} is `async def`: async jobs are not supported yet. Make it a plain `def` "
-            "(it may run a coroutine with asyncio.run(...))"
+            f"{where} is an async generator function (it yields): a worker would never run its "
+            "body. Make it `async def` without yield"
         )
     if inspect.isgeneratorfunction(perform):
         raise JobDefinitionError(
@@ -150,6 +186,8 @@ def _validate_class(cls: type[Job]) -> None:
         resolve_priority(cls.priority, get_config().priority_names)
     if cls.max_attempts is not None and (not isinstance(cls.max_attempts, int) or cls.max_attempts < 1):
         raise ValueError(f"{cls.__qualname__}.max_attempts must be an integer >= 1")
+    if cls.keep_finished is not None and to_seconds(cls.keep_finished) < 0:
+        raise ValueError(f"{cls.__qualname__}.keep_finished must be 0 seconds or more")
     if cls.max_run_time is not None and to_seconds(cls.max_run_time) <= 0:
         raise ValueError(f"{cls.__qualname__}.max_run_time must be more than 0 seconds")
     if cls.unique is not None:
@@ -184,8 +222,11 @@ def job(
         def perform(self: Job, *args: Any, **kwargs: Any) -> Any:
             return func(*args, **kwargs)
 
+        async def perform_async(self: Job, *args: Any, **kwargs: Any) -> Any:
+            return await func(*args, **kwargs)
+
         namespace = {
-            "perform": perform,
+            "perform": perform_async if inspect.iscoroutinefunction(func) else perform,
             "queue": queue,
             "priority": priority,
             "max_attempts": max_attempts,

@@ -182,7 +182,7 @@ class Monitor:
         erroring = sa.func.sum(sa.case((t.c.attempts > 0, 1), else_=0))
         return self._grouped(
             [sa.func.count().label("count"), future.label("future_count"), erroring.label("erroring_count")],
-            self._base_where(t.c.failed_at.is_(None)),
+            self._base_where(t.c.failed_at.is_(None), t.c.finished_at.is_(None)),
             {
                 "count": lambda s: sa.func.sum(s.c["count"]),
                 "future_count": lambda s: sa.func.sum(s.c.future_count),
@@ -201,7 +201,7 @@ class Monitor:
                 sa.func.min(sa.case((claimed, t.c.locked_at), else_=None)).label("locked_at"),
                 sa.func.min(sa.case((claimable, t.c.run_at), else_=None)).label("run_at"),
             ],
-            self._base_where(t.c.failed_at.is_(None), t.c.run_at <= now),
+            self._base_where(t.c.failed_at.is_(None), t.c.finished_at.is_(None), t.c.run_at <= now),
             {
                 "locked_count": lambda s: sa.func.sum(s.c.locked_count),
                 "workable_count": lambda s: sa.func.sum(s.c.workable_count),

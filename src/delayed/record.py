@@ -41,6 +41,8 @@ class JobRecord:
     unique_key: str | None = None
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    finished_at: datetime | None = None  # kept results only (keep_finished)
+    result: str | None = None  # its JSON return value
     _payload: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -63,6 +65,8 @@ class JobRecord:
             unique_key=row.get("unique_key"),
             concurrency_key=row.get("concurrency_key"),
             concurrency_limit=row.get("concurrency_limit"),
+            finished_at=row.get("finished_at"),
+            result=row.get("result"),
         )
 
     @property
@@ -112,13 +116,14 @@ class Outcome:
     """What became of one claimed job, to be written by the completer.
 
     kind: "delete" (success, or a failure with destroy_failed_jobs), "retry" (attempts,
-    run_at and last_error updated, lock cleared) or "fail" (failed_at set, row kept).
+    run_at and last_error updated, lock cleared), "fail" (failed_at set, row kept) or
+    "finish" (a success kept with keep_finished: finished_at and `result` set, lock cleared).
     Written only where the row is still locked by `locked_by`. A "fail" frees the row's
     unique key (so the job may be enqueued again) unless `hold_unique_key` (the class's
     `Unique(failed_holds_key=True)`).
     """
 
-    kind: Literal["delete", "retry", "fail"]
+    kind: Literal["delete", "retry", "fail", "finish"]
     id: int
     locked_by: str
     attempts: int = 0
@@ -126,6 +131,7 @@ class Outcome:
     last_error: str | None = None
     hold_unique_key: bool = False
     leased: bool = False  # the row had a concurrency key: its lease is deleted with the outcome
+    result: str | None = None  # "finish": the JSON return value
 
 
 class EnqueueResult(list[int]):

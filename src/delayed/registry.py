@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # typing only: job.py imports this module
 
 _registry: dict[str, type[Job]] = {}
 _origins: dict[str, str] = {}  # name -> `module.QualName` of the class registered under it
+_async_names: tuple[str, ...] | None = None  # made on demand, forgotten on every register
 
 
 def register(name: str, cls: type[Job], origin: str | None = None) -> None:
@@ -32,8 +33,10 @@ def register(name: str, cls: type[Job], origin: str | None = None) -> None:
     registered = _registry.get(name)
     if registered is not None and registered is not cls and _origins[name] != origin:
         raise JobDefinitionError(_duplicate_message(name, registered, _origins[name], cls, origin))
+    global _async_names
     _registry[name] = cls
     _origins[name] = origin
+    _async_names = None
 
 
 def _duplicate_message(name: str, first: type, first_origin: str, second: type, second_origin: str) -> str:
@@ -75,3 +78,16 @@ def lookup(name: str) -> type[Job]:
 def find(name: str) -> type[Job] | None:
     """The job class registered as `name`, or None."""
     return _registry.get(name)
+
+
+def async_names() -> tuple[str, ...]:
+    """The registered names whose class has an `async def perform` (sorted; cached).
+
+    The worker claims these for its event loop and every other name for its threads
+    (delayed.worker), so a lane never gets a row it cannot run.
+    """
+    global _async_names
+    names = _async_names
+    if names is None:
+        names = _async_names = tuple(sorted(n for n, c in _registry.items() if getattr(c, "is_async", False)))
+    return names

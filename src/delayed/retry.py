@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .record import JobRecord, Outcome
 from .registry import find
@@ -24,6 +26,86 @@ if TYPE_CHECKING:  # typing only
 def backoff(now: datetime, attempts: int) -> datetime:
     """When to run again after the `attempts`-th failure: the Ruby gem's n**4 + 5 seconds."""
     return now + timedelta(seconds=attempts**4 + 5)
+
+
+# ----------------------------------------------------------------------------- rules
+POLYNOMIALLY_LONGER = "polynomially_longer"
+Wait = float | int | timedelta | str | Callable[[int], float]
+T = TypeVar("T", bound=type)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One `retry_on` / `discard_on` declaration: which exceptions, and what they lead to.
+
+    `discard`: the row is deleted, not failed (event delayed.job.discarded). Otherwise a retry
+    after `wait` until the job has made `attempts` attempts (every attempt of the job counts,
+    whatever it raised: the row keeps one attempt counter), then a failure as usual.
+    """
+
+    exceptions: tuple[type[BaseException], ...]
+    discard: bool = False
+    wait: Wait = POLYNOMIALLY_LONGER
+    attempts: int = 5
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the next attempt after the `attempts`-th failure."""
+        wait = self.wait
+        if wait == POLYNOMIALLY_LONGER:
+            return float(attempts**4 + 2)  # ActiveJob's :polynomially_longer, without jitter
+        if callable(wait):
+            return float(wait(attempts))
+        return to_seconds(wait)  # type: ignore[arg-type]
+
+
+def _exception_types(exceptions: tuple[Any, ...], where: str) -> tuple[type[BaseException], ...]:
+    if not exceptions or not all(isinstance(e, type) and issubclass(e, BaseException) for e in exceptions):
+        raise TypeError(f"{where} takes one or more exception classes, got {exceptions!r}")
+    return exceptions
+
+
+def _add_rule(rule: Rule) -> Callable[[T], T]:
+    def decorate(cls: T) -> T:
+        own = cls.__dict__.get("_delayed_rules", ())
+        # Decorators apply bottom-up: putting each in front keeps the written (top-down) order.
+        cls._delayed_rules = (rule, *own)  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def retry_on(
+    *exceptions: type[BaseException], wait: Wait = POLYNOMIALLY_LONGER, attempts: int = 5
+) -> Callable[[T], T]:
+    """Class decorator: retry the job on these exceptions with its own back-off and attempt limit.
+
+    `wait`: seconds, a timedelta, a duration text ("30s", "5m"), a callable(attempts) ->
+    seconds, or "polynomially_longer" (attempts**4 + 2 s, the default). `attempts`: the job's
+    attempts (of any error) after which this error fails it as usual (max_attempts does not
+    apply to it). Rules are checked top to bottom, the class's before its parents'.
+    """
+    types = _exception_types(exceptions, "retry_on()")
+    if not isinstance(attempts, int) or attempts < 1:
+        raise ValueError(f"retry_on(attempts={attempts!r}): give an integer >= 1")
+    rule = Rule(types, wait=wait, attempts=attempts)
+    rule.delay(1)  # a bad wait fails at class definition, not in a worker
+    return _add_rule(rule)
+
+
+def discard_on(*exceptions: type[BaseException]) -> Callable[[T], T]:
+    """Class decorator: on these exceptions the job is dropped (row deleted), never retried or failed."""
+    return _add_rule(Rule(_exception_types(exceptions, "discard_on()"), discard=True))
+
+
+def rule_for(job_class: type | None, error: BaseException | None) -> Rule | None:
+    """The first rule of `job_class` (then of its bases) matching `error`, or None."""
+    if job_class is None or error is None:
+        return None
+    for klass in job_class.__mro__:
+        for rule in klass.__dict__.get("_delayed_rules", ()):
+            if isinstance(error, rule.exceptions):
+                return rule
+    return None
 
 
 # The longest last_error kept, in characters. Long enough for the message and ~100 frames of
@@ -94,18 +176,30 @@ def failure_outcome(
     config: Config,
     job: Job | None = None,
     now: datetime | None = None,
+    error: BaseException | None = None,
 ) -> Outcome:
     """The outcome of a failed attempt: retry with back-off, or fail at max_attempts.
 
     `job` is the instance that ran (its class's settings and `reschedule_at` apply); without
     it the class is looked up by the row's name, and an unknown name gets the defaults.
+    `error`, what perform raised, may match one of the class's `retry_on` / `discard_on`
+    rules: a discard deletes the row (attempts counted), a retry rule's own wait and attempt
+    limit replace the class's.
     """
     now = utcnow() if now is None else now
     attempts = record.attempts + 1
     job_class = type(job) if job is not None else find(record.name)
-    max_attempts = (job_class.max_attempts if job_class else None) or config.max_attempts
     locked_by = record.locked_by or ""
     leased = record.concurrency_key is not None
+    rule = rule_for(job_class, error)
+    if rule is not None and rule.discard:
+        return Outcome(
+            "delete", record.id, locked_by, attempts=attempts, last_error=last_error, leased=leased
+        )
+    if rule is not None:
+        max_attempts = rule.attempts
+    else:
+        max_attempts = (job_class.max_attempts if job_class else None) or config.max_attempts
     if attempts >= max_attempts:
         destroy = job_class.destroy_failed_jobs if job_class else None
         if destroy is None:
@@ -119,6 +213,17 @@ def failure_outcome(
             attempts=attempts,
             last_error=last_error,
             hold_unique_key=bool(unique is not None and unique.failed_holds_key),
+            leased=leased,
+        )
+    if rule is not None:
+        run_at = now + timedelta(seconds=rule.delay(attempts))
+        return Outcome(
+            "retry",
+            record.id,
+            locked_by,
+            attempts=attempts,
+            run_at=run_at,
+            last_error=last_error,
             leased=leased,
         )
     if job is None and job_class is not None:

@@ -12,6 +12,7 @@ the metric name. With the default prefix:
 | delayed.job.run                | delayed.job.run.<queue>.<priority>              | timing  |
 | delayed.job.error              | delayed.job.error.<queue>.<priority>            | counter |
 | delayed.job.failure            | delayed.job.failure.<queue>.<priority>          | counter |
+| delayed.job.discarded          | delayed.job.discarded.<queue>.<priority>        | counter |
 | delayed.job.enqueue            | delayed.job.enqueue (one per batch)             | timing  |
 |                                | delayed.job.enqueued (+ jobs in the batch)      | counter |
 | delayed.worker.reserve_jobs    | delayed.worker.reserve_jobs                     | timing  |
@@ -162,6 +163,9 @@ class Forwarder:
     def on_job_failure(self, event: events.Event) -> None:
         self._send("incr", f"job.failure.{self._job_suffix(event.payload)}", 1, sampled=True)
 
+    def on_job_discarded(self, event: events.Event) -> None:
+        self._send("incr", f"job.discarded.{self._job_suffix(event.payload)}", 1, sampled=True)
+
     def on_enqueue(self, event: events.Event) -> None:
         self._send("timing", "job.enqueue", event.duration_ms, sampled=True)
         count = event.payload.get("count")
@@ -198,6 +202,7 @@ class Forwarder:
             ("delayed.job.run", self.on_job_run),
             ("delayed.job.error", self.on_job_error),
             ("delayed.job.failure", self.on_job_failure),
+            ("delayed.job.discarded", self.on_job_discarded),
             ("delayed.job.enqueue", self.on_enqueue),
             ("delayed.worker.reserve_jobs", self.on_reserve),
             ("delayed.monitor.run", self.on_monitor_run),

@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,10 +45,13 @@ from .completer import MAX_PENDING, Completer
 from .config import Config, get_config
 from .db import describe_error, worker_engine_for
 from .errors import FencedError
+from .eventloop import EventLoopThread
 from .executor import Executor
 from .liveness import Liveness
 from .priority import resolve as resolve_priority
 from .record import JobRecord, Outcome
+from .registry import async_names
+from .results import PRUNE_INTERVAL, prune
 from .schema import check_current, get_table
 
 log = logging.getLogger("delayed.worker")
@@ -137,6 +141,7 @@ class Worker:
         *,
         queues: list[str] | tuple[str, ...] | None = None,
         max_claims: int | None = None,
+        max_async_claims: int | None = None,
         min_priority: int | str | None = None,
         max_priority: int | str | None = None,
         sleep_delay: float | None = None,
@@ -150,6 +155,7 @@ class Worker:
         overrides = {
             "queues": list(queues) if queues is not None else None,
             "max_claims": max_claims,
+            "max_async_claims": max_async_claims,
             "min_priority": min_priority,
             "max_priority": max_priority,
             "sleep_delay": sleep_delay,
@@ -164,6 +170,7 @@ class Worker:
         self.on_fenced: Callable[[], None] | None = None
         self._liveness: Liveness | None = None
         self.max_claims: int = self.config.max_claims
+        self.max_async_claims: int = self.config.max_async_claims
         names = self.config.priority_names
         self.filter = ClaimFilter(
             queues=tuple(self.config.queues),
@@ -176,7 +183,11 @@ class Worker:
         )
         self._executor: Executor | None = None
         self._lock = threading.Lock()
-        self._busy = 0
+        self._busy = 0  # jobs running, in both lanes
+        self._abusy = 0  # of which async jobs, on the event loop
+        self._lane: EventLoopThread | None = None  # the async lane, when async jobs are registered
+        self._lane_names: tuple[str, ...] = ()  # the async names the two filters below split by
+        self._sync_filter = self._async_filter = self.filter
         self._held: dict[int, JobRecord] = {}
         # Plain flags, not threading.Event: stop() runs in signal handlers, and Event.set takes
         # a lock the interrupted main thread may hold (a deadlock). The loop polls them and
@@ -199,6 +210,7 @@ class Worker:
         self._schema_checked = False
         self._backlogged = False  # claiming paused until the completer's backlog shrinks
         self._waiter: Waiter = Waiter()
+        self._next_prune = 0.0  # when this worker next deletes expired kept results
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -387,6 +399,28 @@ class Worker:
         pool = self._pool = JobThreads(
             self.max_claims, lambda record: self._run_one(record, pool, completer), "delayed-job"
         )
+        self._split_lanes()
+        if self._lane_names:
+            lane: EventLoopThread
+            lane = self._lane = EventLoopThread(
+                self.executor.execute_async,
+                lambda record, outcome: self._job_done(record, outcome, lane, completer, True),
+            )
+
+    def _split_lanes(self) -> None:
+        """Claim filters per lane: the async job names for the loop, every other name for threads.
+
+        Without async job classes there is one unfiltered claim, as before async jobs existed.
+        """
+        names = async_names()
+        if names == self._lane_names:
+            return
+        self._lane_names = names
+        if names:
+            self._sync_filter = replace(self.filter, names=names, exclude_names=True)
+            self._async_filter = replace(self.filter, names=names)
+        else:
+            self._sync_filter = self._async_filter = self.filter
 
     def _finish(self) -> None:
         """Stop the job threads, write every outcome, then release what is still held.
@@ -410,6 +444,8 @@ class Worker:
             self._log_signals()
             forced = self._busy > 0 and self._force
             pool.shutdown(wait=not forced, cancel=forced)
+            if self._lane is not None:
+                self._lane.shutdown(cancel=forced)
         if completer is not None:
             completer.stop()
         self._release_held(exclude=completer.pending_ids() if completer is not None else set())
@@ -425,7 +461,7 @@ class Worker:
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
-        self._pool = self._completer = None
+        self._pool = self._completer = self._lane = None
 
     def _release_unstarted(self, jobs: list[JobRecord]) -> None:
         ids = [record.id for record in jobs]
@@ -462,8 +498,10 @@ class Worker:
         """After a forced stop: the jobs still running are released; forget them."""
         with self._lock:
             pool.abandoned = True
+            if self._lane is not None:
+                self._lane.abandoned = True
             running = sorted(self._held)
-            self._busy = 0
+            self._busy = self._abusy = 0
             self._held.clear()
         if running:
             log.warning(
@@ -495,69 +533,105 @@ class Worker:
 
     # -- the loop --------------------------------------------------------------------------
     def _loop(self, limit: int | None, exit_when_idle: bool) -> None:
+        """Claim for each lane while it has room: job threads (sync) and the event loop (async).
+
+        Each lane claims only its own rows (by job name, see _split_lanes) up to its own free
+        slots, and keeps its own "the last claim was full" flag, so a backlog of one kind
+        never holds the other back. A lane whose claim came back short waits for the next
+        poll (sleep_delay, or NOTIFY) like a worker with one lane.
+        """
         claimed = 0
-        maybe_more = True  # the last claim was full, so more jobs may be ready
+        more_sync = True  # the lane's last claim was full: more may be ready
+        more_async = self._lane is not None  # no async lane: never anything to claim for it
         failing = False  # the last claim failed: wait out the back-off, whatever else happens
         next_poll = 0.0
         self._exit_when_idle = exit_when_idle
         gather_until: float | None = None  # while gathering free threads for one claim
         half = (self.max_claims + 1) // 2
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL
         while not self._stop:
-            free = self.max_claims - self._busy
-            if limit is not None:
-                free = min(free, limit - claimed)
-                if free <= 0 and self._busy == 0:
-                    return
+            self._prune_kept()
+            busy_sync = self._busy - self._abusy
+            free_sync = self.max_claims - busy_sync
+            free_async = self.max_async_claims - self._abusy if self._lane is not None else 0
+            left = None if limit is None else limit - claimed
+            if left is not None and left <= 0 and self._busy == 0:
+                return
             now = time.monotonic()
-            if free > 0 and (maybe_more or now >= next_poll):
-                if maybe_more and self._busy > 0 and free < half:
+            due = now >= next_poll
+            want_sync = free_sync if (more_sync or due) else 0
+            want_async = free_async if (more_async or due) else 0
+            if left is not None:
+                want_sync, want_async = min(want_sync, left), min(want_async, left)
+            maybe_more = more_sync or more_async
+            if want_sync > 0 or want_async > 0:
+                if want_async == 0 and more_sync and busy_sync > 0 and free_sync < half:
                     # A backlog: claim in batches, not one job per statement (a claim costs a
                     # round trip and an index scan whatever its size). Wait a moment, at most
                     # GATHER seconds, for more threads to free up; never for a slow job.
                     if gather_until is None:
                         gather_until = now + GATHER
                     if now < gather_until:
-                        self._wait_for_threads(self.max_claims - half, gather_until - now)
+                        self._wait_for_threads(self._abusy + self.max_claims - half, gather_until - now)
                         continue
                 gather_until = None
                 if self._outcomes_backlogged():
                     continue
                 settled = self._settled()
-                jobs = self._reserve(free)
+                self._split_lanes()
+                jobs: list[JobRecord] | None = []
+                short = False  # a lane's claim came back with fewer rows than asked
+                if want_sync > 0:
+                    jobs = self._reserve(want_sync, self._sync_filter)
+                    if jobs is not None:
+                        more_sync = len(jobs) == want_sync
+                        short = not more_sync
+                if jobs is not None and want_async > 0 and not self._stop:
+                    ask = want_async if left is None else min(want_async, left - len(jobs))
+                    if ask > 0:
+                        async_jobs = self._reserve(ask, self._async_filter)
+                        if async_jobs is None:
+                            if jobs:
+                                self._submit_all(jobs)  # claimed: they run whatever happens next
+                                claimed += len(jobs)
+                            jobs = None
+                        else:
+                            more_async = len(async_jobs) == ask
+                            short = short or not more_async
+                            jobs = jobs + async_jobs
                 failing = jobs is None
                 if jobs is None:  # the database failed; back off
                     if exit_when_idle and self._give_up():
                         return
-                    maybe_more = False
+                    more_sync = more_async = False
                     next_poll = now + min(0.5 * 2 ** min(self._reserve_failures, 6), 30.0)
                 elif jobs and self._stop:
                     self._release_unstarted(jobs)  # the stop came while the claim was in flight
                 else:
                     claimed += len(jobs)
-                    for record in jobs:
-                        self._submit(record)
-                    maybe_more = len(jobs) == free
-                    if not maybe_more:
-                        if exit_when_idle and not jobs and self._busy == 0:
-                            if settled:
-                                return  # nothing ready, nothing running, nothing unwritten
-                            # Our own unwritten outcomes may have hidden ready rows from this
-                            # claim (MySQL: locks of the completer's transaction); once they
-                            # are written, look again.
-                            self._wait_for_outcomes()
-                            next_poll = 0.0
-                            continue
+                    self._submit_all(jobs)
+                    if short:
                         next_poll = now + self.config.sleep_delay
+                    if not (more_sync or more_async) and exit_when_idle and not jobs and self._busy == 0:
+                        if settled:
+                            return  # nothing ready, nothing running, nothing unwritten
+                        # Our own unwritten outcomes may have hidden ready rows from this
+                        # claim (MySQL: locks of the completer's transaction); once they
+                        # are written, look again.
+                        self._wait_for_outcomes()
+                        next_poll = 0.0
                     continue
-            # Full (maybe_more): wait for a thread to free up. Otherwise: until the next poll,
+            # A full lane (maybe_more): wait for a job to end. Otherwise: until the next poll,
             # unless NOTIFY or (when exiting on idle) the last running job wakes us first.
-            # Job threads wake the loop only when what it waits for happens: a thread frees
-            # up (full), the last job ends (at the limit, or exiting when idle), or never.
+            # Jobs wake the loop only when what it waits for happens: one ends (a full lane),
+            # the last one ends (at the limit, or exiting when idle), or never.
             timeout = 1.0 if maybe_more else max(next_poll - time.monotonic(), 0.0)
+            if maybe_more and ((free_sync > 0 and not more_sync) or (free_async > 0 and not more_async)):
+                timeout = min(timeout, max(next_poll - time.monotonic(), 0.001))  # the other lane's poll
             if limit is not None and claimed >= limit:
                 wake_busy = 0
             elif maybe_more:
-                wake_busy = self.max_claims - 1
+                wake_busy = self._busy - 1
             elif failing:
                 wake_busy = -1  # backing off: jobs ending do not end the wait
             else:
@@ -571,6 +645,19 @@ class Worker:
                 self._disarm_wake()
                 if notified or (exit_when_idle and self._busy == 0 and not failing):
                     next_poll = 0.0
+
+    def _prune_kept(self) -> None:
+        """Every PRUNE_INTERVAL: delete kept results past their keep time (delayed.results)."""
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_INTERVAL
+        try:
+            prune(self.backend.engine, self.backend.table, self.config)
+        except Exception as exc:
+            log.warning(
+                "pruning kept job results failed (next try in %g s): %s", PRUNE_INTERVAL, describe_error(exc)
+            )
 
     def _settled(self) -> bool:
         """No job running and no outcome unwritten: no lock of ours can hide a ready row."""
@@ -649,11 +736,12 @@ class Worker:
             select.select([self._wake_r], [], [], timeout)
             self._disarm_wake()
 
-    def _reserve(self, limit: int) -> list[JobRecord] | None:
+    def _reserve(self, limit: int, flt: ClaimFilter) -> list[JobRecord] | None:
         with events.instrument(
             "delayed.worker.reserve_jobs",
             worker=self.name,
             max_claims=self.max_claims,
+            lane="async" if flt is self._async_filter and self._lane_names else "threads",
             read_ahead=self.config.read_ahead,
             queues=list(self.filter.queues),
             min_priority=self.filter.min_priority,
@@ -672,7 +760,7 @@ class Worker:
                     self._conn,
                     self.name,
                     limit,
-                    self.filter,
+                    flt,
                     self.config.lock_timeout,
                     self.config.read_ahead,
                 )
@@ -725,10 +813,23 @@ class Worker:
             except Exception:
                 log.debug("dropping the broken claim connection failed", exc_info=True)
 
+    def _submit_all(self, jobs: list[JobRecord]) -> None:
+        for record in jobs:
+            self._submit(record)
+
     def _submit(self, record: JobRecord) -> None:
+        """Hand a claimed row to its lane: the event loop for an async job name, else a thread."""
+        lane = self._lane
+        asynchronous = lane is not None and record.name in self._lane_names
         with self._lock:
             self._busy += 1
+            if asynchronous:
+                self._abusy += 1
             self._held[record.id] = record
+        if asynchronous:
+            assert lane is not None
+            lane.submit(record)
+            return
         assert self._pool is not None
         self._pool.submit(record)
 
@@ -742,7 +843,12 @@ class Worker:
             self._job_done(record, outcome, pool, completer)
 
     def _job_done(
-        self, record: JobRecord, outcome: Outcome | None, pool: JobThreads, completer: Completer
+        self,
+        record: JobRecord,
+        outcome: Outcome | None,
+        pool: JobThreads | EventLoopThread,
+        completer: Completer,
+        asynchronous: bool = False,
     ) -> None:
         if pool.abandoned:  # released by a forced stop: the outcome is not ours to write
             return
@@ -753,6 +859,8 @@ class Worker:
             if pool.abandoned:
                 return
             self._busy -= 1
+            if asynchronous:
+                self._abusy -= 1
             if accepted:
                 self._held.pop(record.id, None)
             wake = self._busy <= self._wake_busy

@@ -293,6 +293,20 @@ def test_get_result_follows_ready_running_failed(project: Project) -> None:
     assert "state=RUNNING" in log_text and "state=FAILED" in log_text, "task signals were not sent"
 
 
+def test_get_result_is_successful_with_the_return_value_when_results_are_kept(project: Project) -> None:
+    result_id = project.run("enqueue", "add", json.dumps([2, 3]))["result_id"]
+    assert project.run("result", result_id, "kept")["status"] == "READY"
+    out = project.work()
+    assert "1 jobs processed" in out.stderr, out.stderr[-2000:]
+    done = project.run("result", result_id, "kept")
+    assert done["status"] == "SUCCESSFUL", done
+    assert done["return_value"] == {"sum": 5}
+    assert done["finished_at"] and done["attempts"] == 0 and done["errors"] == []
+    [row] = project.rows()
+    assert row["finished_at"] is not None and json.loads(row["result"]) == {"sum": 5}
+    assert project.work().returncode == 0 and len(project.rows()) == 1, "a kept row is never picked up again"
+
+
 def test_unknown_result_id_raises_result_does_not_exist(project: Project) -> None:
     assert "no job 987654" in project.run("result", "987654")["does_not_exist"]
     assert "not a DelayedBackend result id" in project.run("result", "not-a-number")["does_not_exist"]

@@ -45,5 +45,5 @@ def test_a_perform_that_returns_a_coroutine_is_a_failed_attempt_never_a_deletion
         assert row is not None, "not deleted: its perform did not run"
         assert row["attempts"] == 1 and row["locked_by"] is None and row["failed_at"] is None
         assert row["last_error"].startswith("TypeError: perform returned <coroutine object")
-        assert "async jobs are not supported yet" in row["last_error"]
+        assert "declare perform itself `async def`" in row["last_error"]
     assert not [w for w in caught if "never awaited" in str(w.message)], "closed, not left to warn"

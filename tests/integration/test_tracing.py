@@ -26,7 +26,7 @@ from delayed import enqueue, executor, tracing
 from delayed.config import build_config, values_of
 from delayed.errors import ConfigError
 from tests.jobs import tracing_jobs
-from tests.jobs.tracing_jobs import AlwaysFailsTwice, EnqueuesChild, FailsOnce, Traced
+from tests.jobs.tracing_jobs import AlwaysFailsTwice, EnqueuesChild, FailsOnce, Traced, TracedAsync
 
 
 class Spans:
@@ -236,6 +236,21 @@ def test_a_users_span_nests_under_the_process_span(db, spans: Spans) -> None:
     assert nested.parent is not None and nested.parent.span_id == process.context.span_id
     assert nested.context.trace_id == process.context.trace_id
     assert dict(nested.attributes or {})["label"] == "nested"
+
+
+def test_an_async_jobs_spans_are_those_of_a_sync_job(db, spans: Spans) -> None:
+    tracing.instrument(tracer_provider=spans.provider)
+    with spans.tracer.start_as_current_span("caller"):
+        TracedAsync.perform_later("on the loop")
+    TracedAsync.perform_later("second")
+    assert delayed.Worker(sleep_delay=0.1, max_async_claims=5).work_off(2) == (2, 0)
+    processes = spans.named("traced_async process")
+    nested = spans.named("user.async_nested")
+    assert len(processes) == 2 and len(nested) == 2
+    for span in processes:
+        assert span.kind is SpanKind.CONSUMER and span.status.status_code is StatusCode.UNSET
+    parents = {span.parent.span_id for span in nested if span.parent is not None}
+    assert parents == {span.context.span_id for span in processes}, "each nests under its own job's span"
 
 
 def test_a_job_enqueued_inside_a_job_carries_the_trace_on(db, spans: Spans) -> None:

@@ -8,6 +8,7 @@ it writes every finished span as one JSON line to the file named by DELAYED_TEST
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -140,3 +141,15 @@ def on_worker_boot(*_args: Any, **_kwargs: Any) -> None:
 # `delayed work --require tracing_jobs` has no boot hook: set the provider up at import.
 if os.environ.get("DELAYED_TEST_SPAN_SETUP") == "import":
     on_worker_boot()
+
+
+class TracedAsync(delayed.Job, name="tracing.traced_async"):
+    """An async job: its user span must nest under its process span across awaits."""
+
+    queue = "traced_async"
+
+    async def perform(self, label: str) -> None:
+        await asyncio.sleep(0.01)
+        with user_tracer().start_as_current_span("user.async_nested") as span:
+            await asyncio.sleep(0.01)
+            span.set_attribute("label", label)

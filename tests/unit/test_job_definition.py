@@ -11,34 +11,29 @@ import pytest
 
 import delayed
 from delayed.errors import JobDefinitionError
-from delayed.registry import find
+from delayed.registry import async_names, find
 
 
-def test_an_async_perform_is_refused_at_definition() -> None:
-    with pytest.raises(
-        JobDefinitionError, match=r"AsyncJob.perform is `async def`: async jobs are not supported yet"
-    ):
+def test_an_async_perform_makes_an_async_job() -> None:
+    class AsyncJob(delayed.Job, name="tests.unit.async_job"):
+        async def perform(self) -> None: ...
 
-        class AsyncJob(delayed.Job, name="tests.unit.async_job"):
-            async def perform(self) -> None: ...
-
-    assert find("tests.unit.async_job") is None, "nothing registered"
+    assert find("tests.unit.async_job") is AsyncJob and AsyncJob.is_async
+    assert "tests.unit.async_job" in async_names()
 
 
-def test_an_inherited_async_perform_is_refused_too() -> None:
+def test_an_inherited_async_perform_makes_an_async_job_too() -> None:
     class Base(delayed.Job, abstract=True):
         async def perform(self) -> None: ...
 
-    with pytest.raises(JobDefinitionError, match="async jobs are not supported yet"):
+    class Concrete(Base, name="tests.unit.inherited_async"):
+        pass
 
-        class Concrete(Base, name="tests.unit.inherited_async"):
-            pass
-
-    assert find("tests.unit.inherited_async") is None
+    assert Concrete.is_async and not Base.is_async
 
 
 def test_an_async_generator_or_generator_perform_is_refused() -> None:
-    with pytest.raises(JobDefinitionError, match="async jobs are not supported yet"):
+    with pytest.raises(JobDefinitionError, match=r"async generator function .* would never run its body"):
 
         class AsyncGen(delayed.Job, name="tests.unit.async_gen"):
             async def perform(self):  # type: ignore[override]
@@ -53,13 +48,12 @@ def test_an_async_generator_or_generator_perform_is_refused() -> None:
     assert find("tests.unit.async_gen") is None and find("tests.unit.gen") is None
 
 
-def test_the_job_decorator_refuses_an_async_function() -> None:
-    with pytest.raises(JobDefinitionError, match=r"@delayed.job function .*fetch is `async def`"):
+def test_the_job_decorator_makes_an_async_function_an_async_job() -> None:
+    @delayed.job(name="tests.unit.async_function")
+    async def fetch(url: str) -> str:
+        return url
 
-        @delayed.job(name="tests.unit.async_function")
-        async def fetch(url: str) -> None: ...
-
-    assert find("tests.unit.async_function") is None
+    assert fetch.is_async and fetch.perform_now("u") == "u"
 
 
 def test_a_plain_perform_is_fine() -> None:

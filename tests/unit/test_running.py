@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -10,6 +11,7 @@ from datetime import datetime
 
 import pytest
 
+from delayed.eventloop import EventLoopThread
 from delayed.record import JobRecord
 from delayed.supervisor import protocol
 from delayed.supervisor.child_process import _job_hooks
@@ -99,5 +101,35 @@ def test_the_hooks_write_the_slot_and_report_over_the_pipe_only_without_one() ->
         end(record(1))
         assert table.read() == ([], 1)
     finally:
+        table.close()
+        pipe.close()
+
+
+def test_async_jobs_on_the_event_loop_report_over_the_pipe_never_sharing_the_loops_slot() -> None:
+    """The loop thread runs many jobs at once: each is a report line keyed by its id."""
+    table, pipe = RunningTable(4), Pipe()
+    start, end = _job_hooks(table, pipe.reporter)
+
+    async def run(record_id: int) -> None:
+        start(record(record_id), 32.0)
+        await asyncio.sleep(0)
+
+    async def finish(record_id: int) -> None:
+        end(record(record_id))
+
+    lane = EventLoopThread(lambda r: None, lambda r, o: None)  # type: ignore[arg-type, return-value]
+    try:
+        for coroutine in (run(1), run(2), finish(1), finish(2)):
+            asyncio.run_coroutine_threadsafe(coroutine, lane.loop).result(5)
+        reports = pipe.reports()
+        assert [(type(r).__name__, r.job_id) for r in reports] == [
+            ("Started", 1),
+            ("Started", 2),
+            ("Ended", 1),
+            ("Ended", 2),
+        ]
+        assert table.read() == ([], 0), "no slot taken by the loop thread"
+    finally:
+        lane.shutdown()
         table.close()
         pipe.close()

@@ -35,11 +35,17 @@ AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 @dataclass(frozen=True)
 class ClaimFilter:
-    """Which jobs a worker may take: its queues (empty = all) and priority range (inclusive)."""
+    """Which jobs a worker may take: its queues (empty = all) and priority range (inclusive).
+
+    `names` (job names; empty = any) with `exclude_names` splits a worker's claims by lane:
+    the async lane claims only the names of async job classes, the thread lane every other.
+    """
 
     queues: tuple[str, ...] = ()
     min_priority: int | None = None
     max_priority: int | None = None
+    names: tuple[str, ...] = ()
+    exclude_names: bool = False
 
 
 class Waiter:
@@ -93,6 +99,7 @@ class Backend:
         stale = now - timedelta(seconds=lock_timeout)
         clauses = [
             t.c.failed_at.is_(None),
+            t.c.finished_at.is_(None),
             t.c.run_at <= now,
             sa.or_(t.c.locked_at.is_(None), t.c.locked_at < stale),
         ]
@@ -103,6 +110,8 @@ class Backend:
         if flt.max_priority is not None:
             clauses.append(t.c.priority <= flt.max_priority)
         clauses.append(self.capacity_clause(stale))
+        if flt.names:
+            clauses.append(t.c.name.not_in(flt.names) if flt.exclude_names else t.c.name.in_(flt.names))
         return sa.and_(*clauses)
 
     # -- concurrency limits ---------------------------------------------------------------
@@ -318,6 +327,7 @@ class Backend:
         for outcome in outcomes:
             if outcome.leased:
                 leased.setdefault(outcome.locked_by, []).append(outcome.id)
+        finishes: list[dict[str, Any]] = []
         for outcome in outcomes:
             if outcome.kind == "delete":
                 deletes.setdefault(outcome.locked_by, []).append(outcome.id)
@@ -330,6 +340,15 @@ class Backend:
                         "run_at": outcome.run_at,
                         "last_error": outcome.last_error,
                         "updated_at": now,
+                    }
+                )
+            elif outcome.kind == "finish":
+                finishes.append(
+                    {
+                        "b_id": outcome.id,
+                        "b_locked_by": outcome.locked_by,
+                        "result": outcome.result,
+                        "now": now,
                     }
                 )
             else:
@@ -351,10 +370,27 @@ class Backend:
             conn.execute(self._unlocking_update("failed_at", free_unique_key=True), fails)
         if held:
             conn.execute(self._unlocking_update("failed_at"), held)
+        if finishes:
+            conn.execute(self._finishing_update(), finishes)
         for holder, ids in leased.items():
             self.release_leases(conn, ids, holder)
         if retries:
             self.notify(conn)
+
+    def _finishing_update(self) -> Any:
+        """Keep a success: finished_at and result set, the lock cleared, where still ours."""
+        t = self.table
+        return (
+            t.update()
+            .where(t.c.id == sa.bindparam("b_id"), t.c.locked_by == sa.bindparam("b_locked_by"))
+            .values(
+                finished_at=sa.bindparam("now"),
+                updated_at=sa.bindparam("now"),
+                result=sa.bindparam("result"),
+                locked_at=None,
+                locked_by=None,
+            )
+        )
 
     def _unlocking_update(self, column: str, free_unique_key: bool = False) -> Any:
         """UPDATE attempts, last_error and `column`, clearing the lock, where still ours.

@@ -62,7 +62,7 @@ class MySQLBackend(Backend):
         # The table as SQL text, schema-qualified and quoted by SQLAlchemy (never by hand);
         # % doubled for PyMySQL's placeholders.
         self._name = str(engine.dialect.identifier_preparer.format_table(table)).replace("%", "%%")
-        self._claim_raw: dict[tuple[int, bool, bool], str] = {}
+        self._claim_raw: dict[tuple[Any, ...], str] = {}
 
     def connect(self, durable_claims: bool = False) -> Connection:
         return self.engine.connect().execution_options(isolation_level="READ COMMITTED")
@@ -202,6 +202,7 @@ class MySQLBackend(Backend):
             params.append(flt.min_priority)
         if flt.max_priority is not None:
             params.append(flt.max_priority)
+        params.extend(flt.names)
         params.append(limit)
         sql = self._claim_sql(flt)
         rows = self._run(driver, [(sql, params)], claim=(now, worker_name))
@@ -210,7 +211,13 @@ class MySQLBackend(Backend):
         return records
 
     def _claim_sql(self, flt: ClaimFilter) -> str:
-        key = (len(flt.queues), flt.min_priority is not None, flt.max_priority is not None)
+        key = (
+            len(flt.queues),
+            flt.min_priority is not None,
+            flt.max_priority is not None,
+            len(flt.names),
+            flt.exclude_names,
+        )
         sql = self._claim_raw.get(key)
         if sql is None:
             filters = ""
@@ -220,8 +227,11 @@ class MySQLBackend(Backend):
                 filters += " AND priority >= %s"
             if key[2]:
                 filters += " AND priority <= %s"
+            if key[3]:  # a worker lane's job names (delayed.worker)
+                filters += f" AND name {'NOT IN' if key[4] else 'IN'} ({', '.join(['%s'] * key[3])})"
             sql = self._claim_raw[key] = (
-                f"SELECT {_RECORD_COLUMNS} FROM {self._name} WHERE failed_at IS NULL AND run_at <= %s "
+                f"SELECT {_RECORD_COLUMNS} FROM {self._name} "
+                "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= %s "
                 f"AND (locked_at IS NULL OR locked_at < %s) AND {self.capacity_sql(self._name, '%s')}"
                 f"{filters} ORDER BY priority, run_at, id "
                 "LIMIT %s FOR UPDATE SKIP LOCKED"

@@ -233,7 +233,7 @@ class PostgresBackend(Backend):
     def __init__(self, engine: Any, table: sa.Table) -> None:
         super().__init__(engine, table)
         self._claim_sql: dict[tuple[bool, bool, bool], Any] = {}
-        self._claim_raw: dict[tuple[bool, bool, bool], str] = {}
+        self._claim_raw: dict[tuple[Any, ...], str] = {}
         # Hot paths talk to psycopg 3 directly (prepared statements, rows as tuples); any
         # other driver goes through SQLAlchemy as before.
         self._direct = engine.dialect.driver == "psycopg"
@@ -296,8 +296,9 @@ class PostgresBackend(Backend):
         return None
 
     @staticmethod
-    def _claim_key(flt: ClaimFilter) -> tuple[bool, bool, bool]:
-        return (bool(flt.queues), flt.min_priority is not None, flt.max_priority is not None)
+    def _claim_key(flt: ClaimFilter) -> tuple[bool, bool, bool, int]:
+        names = 0 if not flt.names else (2 if flt.exclude_names else 1)
+        return (bool(flt.queues), flt.min_priority is not None, flt.max_priority is not None, names)
 
     def _claim_statement(self, flt: ClaimFilter) -> Any:
         key = self._claim_key(flt)
@@ -311,10 +312,14 @@ class PostgresBackend(Backend):
                 filters += " AND priority >= :min_priority"
             if key[2]:
                 filters += " AND priority <= :max_priority"
+            if key[3] == 1:
+                filters += " AND name = ANY(:names)"
+            elif key[3] == 2:
+                filters += " AND name <> ALL(:names)"
             sql = (
                 f"UPDATE {name} SET locked_at = :now, locked_by = :worker "
                 f"WHERE id = ANY(ARRAY(SELECT id FROM {name} "
-                "WHERE failed_at IS NULL AND run_at <= :now "
+                "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= :now "
                 f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
                 f"AND (concurrency_key IS NULL OR {self._live_leases_sql()} < concurrency_limit) "
                 "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)) "
@@ -322,7 +327,7 @@ class PostgresBackend(Backend):
             )
             # The same text for the driver itself (the worker's claim connection uses it).
             self._claim_raw[key] = re.sub(
-                r":(now|stale|worker|limit|queues|min_priority|max_priority)\b",
+                r":(now|stale|worker|limit|queues|min_priority|max_priority|names)\b",
                 r"%(\1)s",
                 sql.replace("%", "%%"),
             )
@@ -332,6 +337,8 @@ class PostgresBackend(Backend):
             )
             if key[0]:
                 statement = statement.bindparams(sa.bindparam("queues", type_=ARRAY(sa.String)))
+            if key[3]:
+                statement = statement.bindparams(sa.bindparam("names", type_=ARRAY(sa.String)))
             self._claim_sql[key] = statement
         return statement
 
@@ -357,6 +364,8 @@ class PostgresBackend(Backend):
             params["min_priority"] = flt.min_priority
         if flt.max_priority is not None:
             params["max_priority"] = flt.max_priority
+        if flt.names:
+            params["names"] = list(flt.names)
         statement = self._claim_statement(flt)
         driver = conn.connection.dbapi_connection
         if self._direct and driver.autocommit:

@@ -48,7 +48,7 @@ class SQLiteBackend(Backend):
         timestamp = sa.DateTime().dialect_impl(engine.dialect)
         self._to_text = timestamp.bind_processor(engine.dialect) or (lambda value: value)
         self._from_text = timestamp.result_processor(engine.dialect, None) or (lambda value: value)
-        self._claim_raw: dict[tuple[int, bool, bool], str] = {}
+        self._claim_raw: dict[tuple[Any, ...], str] = {}
         # The table as SQL text, schema-qualified and quoted by SQLAlchemy (never by hand).
         self._name = str(engine.dialect.identifier_preparer.format_table(table))
 
@@ -110,6 +110,7 @@ class SQLiteBackend(Backend):
             params.append(flt.min_priority)
         if flt.max_priority is not None:
             params.append(flt.max_priority)
+        params.extend(flt.names)
         params.append(limit)
         sql = self._claim_sql(flt)
         rows = self._run(driver, sql, params, commit=False)
@@ -124,7 +125,13 @@ class SQLiteBackend(Backend):
         return records
 
     def _claim_sql(self, flt: ClaimFilter) -> str:
-        key = (len(flt.queues), flt.min_priority is not None, flt.max_priority is not None)
+        key = (
+            len(flt.queues),
+            flt.min_priority is not None,
+            flt.max_priority is not None,
+            len(flt.names),
+            flt.exclude_names,
+        )
         sql = self._claim_raw.get(key)
         if sql is None:
             filters = ""
@@ -134,10 +141,13 @@ class SQLiteBackend(Backend):
                 filters += " AND priority >= ?"
             if key[2]:
                 filters += " AND priority <= ?"
+            if key[3]:  # a worker lane's job names (delayed.worker)
+                filters += f" AND name {'NOT IN' if key[4] else 'IN'} ({', '.join('?' * key[3])})"
             name = self._name
             sql = self._claim_raw[key] = (
                 f"UPDATE {name} SET locked_at = ?, locked_by = ? WHERE id IN (SELECT id FROM {name} "
-                "WHERE failed_at IS NULL AND run_at <= ? AND (locked_at IS NULL OR locked_at < ?) "
+                "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= ? "
+                "AND (locked_at IS NULL OR locked_at < ?) "
                 f"AND {self.capacity_sql(name, '?')}{filters} ORDER BY priority, run_at, id LIMIT ?) "
                 f"RETURNING {_RECORD_COLUMNS}"
             )

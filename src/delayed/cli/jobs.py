@@ -30,6 +30,7 @@ from ..config import Config
 from ..db import describe_error, redact
 from ..errors import UnknownPriorityError
 from ..record import JobRecord
+from ..results import decode_result
 from ..timeutil import to_seconds, utcnow
 from .options import EXIT_FAILED, config_options, fail, load_config
 
@@ -109,11 +110,13 @@ def _record_dict(record: JobRecord, config: Config) -> dict[str, Any]:
         "unique_key",
         "concurrency_key",
         "concurrency_limit",
+        "finished_at",
         "last_error",
         "handler",
     ):
         value = getattr(record, column)
         out[column] = value.isoformat() if isinstance(value, datetime) else value
+    out["result"] = decode_result(record.result)
     out["priority_name"] = api.priority_label(record.priority, config).partition(" ")[2] or None
     out["state"] = _state(record, config)
     return out
@@ -123,6 +126,8 @@ def _state(record: JobRecord, config: Config, now: datetime | None = None) -> st
     now = now or utcnow()
     if record.failed_at is not None:
         return "failed"
+    if record.finished_at is not None:
+        return "finished"
     if api.is_locked(record, config, now):
         return "locked"
     if record.run_at > now:
@@ -173,6 +178,9 @@ def jobs_group() -> None:
 @jobs_group.command("list")
 @config_options("jobs")
 @click.option("--failed/--live", "failed", default=None, help="Only failed jobs / only live ones.")
+@click.option(
+    "--finished", is_flag=True, default=False, help="Only finished jobs whose result is kept (keep_finished)."
+)
 @click.option("--queue", "queues", multiple=True, help="Only this queue (repeatable).")
 @click.option("--priority", default=None, help="A number, a name (its range) or a range: 10..19, eventual..")
 @click.option(
@@ -184,6 +192,7 @@ def list_command(
     config_file: str | None,
     database_url: str | None,
     failed: bool | None,
+    finished: bool,
     queues: tuple[str, ...],
     priority: str | None,
     locked: bool | None,
@@ -194,7 +203,12 @@ def list_command(
     config = _load(config_file, database_url)
     with _database(config):
         records = api.list_jobs(
-            failed=failed, queue=list(queues) or None, priority=priority, locked=locked, limit=limit
+            failed=failed,
+            queue=list(queues) or None,
+            priority=priority,
+            locked=locked,
+            limit=limit,
+            finished=True if finished else None,
         )
     if as_json:
         _json([_record_dict(r, config) for r in records])
@@ -227,6 +241,12 @@ def list_command(
         )
         for r in records
     ]
+    if finished:  # kept results: when they finished and what they returned
+        headers = (*headers[:-2], "finished_at", "result")
+        rows = [
+            (*row[:-2], _when(r.finished_at), _cut(r.result, _ERROR_WIDTH))
+            for row, r in zip(rows, records, strict=True)
+        ]
     click.echo(_table(headers, rows, right=("id", "attempts")))
     if len(records) == limit:
         click.echo(f"(first {limit}; raise --limit to see more)", err=True)
@@ -275,10 +295,14 @@ def _describe(record: JobRecord, config: Config) -> str:
             else "-",
         ),
     ]
+    if record.finished_at is not None:  # a kept result (keep_finished)
+        fields.insert(7, ("finished_at", f"{_when(record.finished_at)} UTC"))
     width = max(len(name) for name, _ in fields)
     lines = [f"{name + ':':<{width + 1}} {value}" for name, value in fields]
     lines += ["", "handler:", _indent(_pretty_handler(record.handler))]
     lines += ["", "last_error:", _indent(record.last_error or "(none)")]
+    if record.finished_at is not None:
+        lines += ["", "result:", _indent(record.result if record.result is not None else "(none kept)")]
     return "\n".join(lines)
 
 

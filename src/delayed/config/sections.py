@@ -62,6 +62,26 @@ class DelayedSettings:
         flags=("--max-claims",),
         commands=("work",),
     )
+    max_async_claims: int = setting(
+        100,
+        v.integer(1),
+        "Async jobs (`async def perform`) one worker process runs at once on its event loop (one "
+        "loop thread per process), beside and apart from the max_claims job threads.",
+        env=("MAX_ASYNC_CLAIMS",),
+        flags=("--max-async-claims",),
+        commands=("work",),
+    )
+    keep_finished: float = setting(
+        0.0,
+        v.duration(),
+        "How long a successful job's row is kept, with finished_at and its JSON return value "
+        "(`delayed jobs list --finished`, Django's get_result); 0 deletes it at once (the "
+        "default, as the Ruby gem). A job class's `keep_finished` takes precedence. Workers "
+        "prune expired rows in batches.",
+        env=("KEEP_FINISHED",),
+        flags=("--keep-finished",),
+        commands=("work",),
+    )
     read_ahead: int = setting(
         5,
         v.integer(1),

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateTable, DropIndex
 
 from .tables import (
+    KEPT_RESULTS_VERSION,
     TableNames,
     cron_tables,
     get_table,
@@ -205,6 +206,61 @@ def _step4_indexes(table: sa.Table) -> list[sa.Index]:
     return sorted((i for i in table.indexes if i.info.get("since") == 4), key=lambda i: i.name or "")
 
 
+# ------------------------------------------------------------------ 5: kept results (issue 15)
+def _kept_results(dialect: Dialect, names: TableNames) -> list[str]:
+    """finished_at and result (nullable: in place on a full table), the pickup index rebuilt
+    without finished rows, and an index on finished_at for pruning.
+
+    The pickup index keeps its name: PostgreSQL and SQLite drop and create it in the step's
+    transaction (CREATE INDEX blocks writes while it builds: on a big table, migrate at a
+    quiet time); MySQL in one ALTER TABLE (DROP INDEX, ADD INDEX), so a step cut short and
+    run again never finds the index missing.
+    """
+    table = get_table(names.configured)
+    prep = dialect.identifier_preparer
+    quoted = prep.format_table(table)
+    statements = [
+        f"ALTER TABLE {quoted} ADD COLUMN {prep.quote(column.name)} {column.type.compile(dialect=dialect)}"
+        for column in (table.c.finished_at, table.c.result)
+    ]
+    live_name = f"idx_{table.name}_live"
+    live = next(ix for ix in table.indexes if ix.name == live_name and index_applies(ix, dialect))
+    if dialect.name in ("mysql", "mariadb"):
+        columns = ", ".join(prep.quote(column.name) for column in live.columns)
+        name = prep.quote(live_name)
+        statements.append(f"ALTER TABLE {quoted} DROP INDEX {name}, ADD INDEX {name} ({columns})")
+    else:
+        before = make_table(names.configured, sa.MetaData(), version=KEPT_RESULTS_VERSION - 1)
+        old = next(ix for ix in before.indexes if ix.name == live_name and index_applies(ix, dialect))
+        statements.append(str(DropIndex(old).compile(dialect=dialect)).strip())
+        statements.append(str(CreateIndex(live).compile(dialect=dialect)).strip())
+        if dialect.name == "postgresql":
+            statements.append(
+                f"ALTER INDEX {_quoted_name(dialect, table.schema, live_name)} SET (fillfactor = 33)"
+            )
+    statements += [
+        str(CreateIndex(ix).compile(dialect=dialect)).strip()
+        for ix in table.indexes
+        if ix.name == f"idx_{table.name}_finished"
+    ]
+    return statements
+
+
+def _adopt_kept_results(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """An unversioned table already at this shape (made from the latest Table, e.g. by
+    `metadata.create_all`): record the step, creating the pruning index if it is missing."""
+    columns = {c["name"] for c in inspector.get_columns(names.jobs, schema=names.schema)}
+    if "finished_at" not in columns:
+        return None
+    table = get_table(names.configured)
+    existing = {ix["name"] for ix in inspector.get_indexes(names.jobs, schema=names.schema)}
+    return [
+        str(CreateIndex(ix).compile(dialect=dialect)).strip()
+        for ix in table.indexes
+        if ix.name == f"idx_{table.name}_finished" and ix.name not in existing
+    ]
+
+
 # ------------------------------------------------------------------ 6: the failed-jobs list index
 def _failed_list(dialect: Dialect, names: TableNames) -> list[str]:
     """The dashboard's failed list at a million rows (bench/README.md, web_million.py)."""
@@ -229,6 +285,12 @@ STEPS: tuple[Step, ...] = (
         "unique keys and concurrency limits: three job columns, the leases table",
         _unique_and_leases,
         _adopt_unique,
+    ),
+    Step(
+        KEPT_RESULTS_VERSION,
+        "kept results: finished_at, result, pickup index without finished rows",
+        _kept_results,
+        _adopt_kept_results,
     ),
     Step(6, "failed-jobs list index (PostgreSQL, SQLite)", _failed_list, _adopt_failed_list),
 )

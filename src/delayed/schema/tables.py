@@ -12,7 +12,8 @@ reaching SQL is quoted by SQLAlchemy.
 
 Index choices (see the Ruby gem's migrations 03-07):
 - pickup index `idx_delayed_jobs_live`, ordered like the pickup query (priority, run_at, id):
-  PostgreSQL: partial `WHERE failed_at IS NULL`, without locked_at/locked_by so that a claim
+  PostgreSQL: partial `WHERE failed_at IS NULL` (from step 5, kept results: `AND finished_at IS
+  NULL`, and MySQL's gets finished_at second), without locked_at/locked_by so that a claim
   is a HOT update; queue last so a queue filter is checked in the index.
   SQLite: partial, (priority, run_at); the rowid (= id) is implicitly the last key.
   MySQL/MariaDB: no partial indexes, so failed_at leads: (failed_at, priority, run_at); InnoDB
@@ -101,13 +102,23 @@ def _meta_for(configured: str) -> sa.MetaData:
     return metadata if configured == DEFAULT_TABLE_NAME else sa.MetaData()
 
 
+KEPT_RESULTS_VERSION = 5  # the step adding finished_at / result (issue 15)
+_LATEST = 1 << 30
+
+
 def since(version: int) -> dict[str, int]:
     """`info=since(N)` marks a column or index added by step N (absent from earlier shapes)."""
     return {"since": version}
 
 
+def until(version: int) -> dict[str, int]:
+    """`info=until(N)` marks an index step N replaced (present only in earlier shapes)."""
+    return {"until": version}
+
+
 def _in_shape(item: sa.Column[object] | sa.Index, version: int | None) -> bool:
-    return version is None or item.info.get("since", 1) <= version
+    shape = _LATEST if version is None else version
+    return item.info.get("since", 1) <= shape < item.info.get("until", _LATEST + 1)
 
 
 def make_table(
@@ -139,6 +150,9 @@ def make_table(
         sa.Column("unique_key", sa.String(255), nullable=True, info=since(4)),
         sa.Column("concurrency_key", sa.String(255), nullable=True, info=since(4)),
         sa.Column("concurrency_limit", sa.Integer, nullable=True, info=since(4)),
+        # Kept results (keep_finished): a successful job's row stays, out of pickup.
+        sa.Column("finished_at", _Timestamp, nullable=True, info=since(KEPT_RESULTS_VERSION)),
+        sa.Column("result", _LongText, nullable=True, info=since(KEPT_RESULTS_VERSION)),
     ]
     table = sa.Table(bare, meta, *[c for c in columns if _in_shape(c, version)], schema=schema)
     _add_indexes(table, bare)
@@ -162,19 +176,24 @@ def _add_indexes(table: sa.Table, bare: str) -> None:
         table.c.id,
         table.c.queue,
         postgresql_where=table.c.failed_at.is_(None),
+        info=until(KEPT_RESULTS_VERSION),
     ).ddl_if(dialect="postgresql")
     sa.Index(
         f"idx_{bare}_live",
         table.c.priority,
         table.c.run_at,
         sqlite_where=table.c.failed_at.is_(None),
+        info=until(KEPT_RESULTS_VERSION),
     ).ddl_if(dialect="sqlite")
     sa.Index(
         f"idx_{bare}_live",
         table.c.failed_at,
         table.c.priority,
         table.c.run_at,
+        info=until(KEPT_RESULTS_VERSION),
     ).ddl_if(callable_=lambda ddl, target, bind, dialect, **kw: dialect.name in ("mysql", "mariadb"))
+    if "finished_at" in table.c:
+        _add_kept_results_indexes(table, bare)
     sa.Index(
         f"idx_{bare}_failed",
         table.c.priority,
@@ -201,6 +220,44 @@ def _add_indexes(table: sa.Table, bare: str) -> None:
         sqlite_where=table.c.failed_at.isnot(None),
         info=since(6),
     ).ddl_if(dialect="sqlite")
+
+
+def _add_kept_results_indexes(table: sa.Table, bare: str) -> None:
+    """Step 5: the pickup index without finished rows (kept results), and one for pruning.
+
+    PostgreSQL and SQLite: the partial WHERE excludes finished rows too. MySQL has no partial
+    index: finished_at is the second column, so the ready range (NULL, NULL, priority, run_at)
+    holds no failed and no finished row.
+    """
+    live = sa.and_(table.c.failed_at.is_(None), table.c.finished_at.is_(None))
+    kept = since(KEPT_RESULTS_VERSION)
+    sa.Index(
+        f"idx_{bare}_live",
+        table.c.priority,
+        table.c.run_at,
+        table.c.id,
+        table.c.queue,
+        postgresql_where=live,
+        info=kept,
+    ).ddl_if(dialect="postgresql")
+    sa.Index(f"idx_{bare}_live", table.c.priority, table.c.run_at, sqlite_where=live, info=kept).ddl_if(
+        dialect="sqlite"
+    )
+    sa.Index(
+        f"idx_{bare}_live",
+        table.c.failed_at,
+        table.c.finished_at,
+        table.c.priority,
+        table.c.run_at,
+        info=kept,
+    ).ddl_if(callable_=lambda ddl, target, bind, dialect, **kw: dialect.name in ("mysql", "mariadb"))
+    sa.Index(
+        f"idx_{bare}_finished",
+        table.c.finished_at,
+        postgresql_where=table.c.finished_at.isnot(None),
+        sqlite_where=table.c.finished_at.isnot(None),
+        info=kept,
+    )
 
 
 jobs = make_table()

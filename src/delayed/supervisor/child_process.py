@@ -30,6 +30,7 @@ from .. import events, prometheus, statsd
 from ..config import Config, set_config
 from ..contrib.django.setup import setup_if_configured
 from ..db import describe_error
+from ..eventloop import in_loop_thread
 from ..liveness import exit_fenced
 from ..logs import reopen_log_files
 from ..monitor import Monitor
@@ -262,10 +263,13 @@ def _job_hooks(
     running: RunningTable | None, reporter: Reporter
 ) -> tuple[Callable[[JobRecord, float], None], Callable[[JobRecord], None]]:
     """The executor's start and end hooks: the thread's slot in the shared table, written
-    before perform runs (no system call); a report line for a thread without a slot."""
+    before perform runs (no system call); a report line for a thread without a slot, and
+    for every async job (the event loop's one thread runs many at once: a slot holds one)."""
 
     def slot() -> int | None:
-        return running.slot_for_thread() if running is not None else None
+        if running is None or in_loop_thread():
+            return None
+        return running.slot_for_thread()
 
     def on_job_start(record: JobRecord, max_run_time: float) -> None:
         index = slot()

@@ -61,6 +61,11 @@ TASKS = {
         "ENQUEUE_ON_COMMIT": False,
         "OPTIONS": {"MAX_ATTEMPTS": 1},
     },
+    # Kept results (issue 15 item 3): a successful task's row and return value stay a day.
+    "kept": {
+        "BACKEND": "delayed.contrib.django.DelayedBackend",
+        "OPTIONS": {"MAX_ATTEMPTS": 1, "KEEP_FINISHED": "1d"},
+    },
 }
 
 LOGGING = {

@@ -50,3 +50,9 @@ async def async_note(label: str) -> str:
     await asyncio.sleep(0.01)
     await RunLog.objects.acreate(label=label)
     return label
+
+
+@task(backend="kept")
+def add(a: int, b: int) -> dict[str, int]:
+    """Its result is kept (the "kept" backend's KEEP_FINISHED): get_result says SUCCESSFUL."""
+    return {"sum": a + b}

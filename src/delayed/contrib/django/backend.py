@@ -2,10 +2,13 @@
 
     TASKS = {"default": {"BACKEND": "delayed.contrib.django.DelayedBackend",
                          "QUEUES": ["default", "mailers"],
-                         "OPTIONS": {"DATABASE": "default", "MAX_ATTEMPTS": 5}}}
+                         "OPTIONS": {"DATABASE": "default", "MAX_ATTEMPTS": 5, "KEEP_FINISHED": "7d"}}}
 
 OPTIONS: DATABASE, the Django database alias holding the jobs table (default "default");
-MAX_ATTEMPTS, attempts before a failing task is FAILED (default: pydelayed's max_attempts).
+MAX_ATTEMPTS, attempts before a failing task is FAILED (default: pydelayed's max_attempts);
+KEEP_FINISHED, how long a successful task's row and return value are kept, so `get_result`
+answers SUCCESSFUL with `return_value` (a duration: "7d", seconds; default: pydelayed's
+keep_finished, 0 = deleted at once, and get_result then raises TaskResultDoesNotExist).
 
 Enqueue writes the row with Django's own connection for that database, through pydelayed's
 enqueue path (`enqueue_many(using=connection)`: events, StatsD and tracing see it), so inside
@@ -31,7 +34,7 @@ from ...config import get_config
 from ...db import create_engine
 from ...enqueue import enqueue_many
 from ...errors import ConfigError
-from ...timeutil import to_naive_utc
+from ...timeutil import to_naive_utc, to_seconds
 from .compat import (
     BaseTaskBackend,
     TaskResult,
@@ -46,7 +49,7 @@ from .schema import database_url
 
 log = logging.getLogger("delayed.django")
 
-_OPTIONS = ("DATABASE", "MAX_ATTEMPTS")
+_OPTIONS = ("DATABASE", "MAX_ATTEMPTS", "KEEP_FINISHED")
 
 
 def _improperly_configured(message: str) -> Exception:
@@ -89,6 +92,11 @@ class DelayedBackend(BaseTaskBackend):
                 f"{where}['OPTIONS']['MAX_ATTEMPTS'] must be an integer >= 1, got {max_attempts!r}"
             )
         self.max_attempts: int | None = max_attempts
+        keep = options.get("KEEP_FINISHED")
+        try:
+            self.keep_finished: float | None = None if keep is None else to_seconds(keep)
+        except ValueError as exc:
+            raise _improperly_configured(f"{where}['OPTIONS']['KEEP_FINISHED']: {exc}") from None
         on_commit = params.get("ENQUEUE_ON_COMMIT")
         if on_commit is not None and not isinstance(on_commit, bool):
             raise _improperly_configured(

@@ -59,12 +59,17 @@ def job_class_for(task: Any, backend: DelayedBackend) -> type[TaskJob]:
                 f"{name!r} is already the name of the pydelayed job class {existing.__qualname__}; "
                 "rename the task or the job class"
             )
-        if existing.task.func is task.func and existing.max_attempts == backend.max_attempts:
+        if (
+            existing.task.func is task.func
+            and existing.max_attempts == backend.max_attempts
+            and existing.keep_finished == backend.keep_finished
+        ):
             return existing
     namespace = {
         "task": task,
         "backend_alias": task.backend,
         "max_attempts": backend.max_attempts,
+        "keep_finished": backend.keep_finished,
         "__module__": task.func.__module__,
         "__qualname__": f"TaskJob[{task.func.__qualname__}]",
         "__doc__": task.func.__doc__,
