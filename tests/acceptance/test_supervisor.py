@@ -249,7 +249,7 @@ def test_a_job_that_ended_before_its_child_died_is_released_not_charged(sups, pg
     destroy_failed_jobs, charging that row an attempt would delete it without its running
     again; it must be released and run again instead (at least once: it ran twice).
     """
-    job = Run.perform_later("ended", sleep=2)
+    job = Run.perform_later("ended", sleep=5)  # room for the test to lock the row before it ends
     settings = {"workers": 1, "max_claims": 2}
     sup = sups(settings, delayed={"max_attempts": 1, "destroy_failed_jobs": True})
     events_file = sup.tmp / "events.jsonl"
