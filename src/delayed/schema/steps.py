@@ -150,6 +150,20 @@ def _workers(dialect: Dialect, names: TableNames) -> list[str]:
     return create_table(workers_table(names.configured), dialect)
 
 
+def _adopt_workers(inspector: sa.Inspector, dialect: Dialect, names: TableNames) -> list[str] | None:
+    """Adoption (no version rows) of a database that has the registry table: record step 3,
+    creating its index if missing; without the table, run the step."""
+    workers = workers_table(names.configured)
+    if not inspector.has_table(workers.name, schema=workers.schema):
+        return None
+    existing = {ix["name"] for ix in inspector.get_indexes(workers.name, schema=workers.schema)}
+    return [
+        str(CreateIndex(index).compile(dialect=dialect)).strip()
+        for index in sorted(workers.indexes, key=lambda i: i.name or "")
+        if index.name not in existing
+    ]
+
+
 def new_indexes(table: sa.Table, version: int, dialect: Dialect) -> list[str]:
     """CREATE INDEX for the indexes of `table` marked `info=since(version)` on `dialect`."""
     return [
@@ -279,7 +293,12 @@ def _adopt_failed_list(inspector: sa.Inspector, dialect: Dialect, names: TableNa
 STEPS: tuple[Step, ...] = (
     Step(1, "baseline jobs table and its indexes", _baseline, _adopt_baseline),
     Step(2, "cron tables for recurring jobs", _cron, _adopt_cron),
-    Step(3, "worker registry: delayed_workers (heartbeats, rescue of dead workers' jobs)", _workers),
+    Step(
+        3,
+        "worker registry: delayed_workers (heartbeats, rescue of dead workers' jobs)",
+        _workers,
+        _adopt_workers,
+    ),
     Step(
         4,
         "unique keys and concurrency limits: three job columns, the leases table",
