@@ -47,6 +47,41 @@ class ClaimFilter:
     names: tuple[str, ...] = ()
     exclude_names: bool = False
 
+    def shape(self) -> tuple[Any, ...]:
+        """What a raw claim statement's text depends on (its cache key)."""
+        return (
+            len(self.queues),
+            self.min_priority is not None,
+            self.max_priority is not None,
+            len(self.names),
+            self.exclude_names,
+        )
+
+    def raw_conditions(self, mark: str) -> str:
+        """The filter as ` AND ...` SQL text with `mark` placeholders (the driver's own), for
+        the claims that go straight to the driver; values from `raw_params`, in order."""
+        sql = ""
+        if self.queues:
+            sql += f" AND queue IN ({', '.join([mark] * len(self.queues))})"
+        if self.min_priority is not None:
+            sql += f" AND priority >= {mark}"
+        if self.max_priority is not None:
+            sql += f" AND priority <= {mark}"
+        if self.names:  # a worker lane's job names (delayed.worker)
+            marks = ", ".join([mark] * len(self.names))
+            sql += f" AND name {'NOT IN' if self.exclude_names else 'IN'} ({marks})"
+        return sql
+
+    def raw_params(self) -> list[Any]:
+        """The values of `raw_conditions`' placeholders, in order."""
+        values: list[Any] = list(self.queues)
+        if self.min_priority is not None:
+            values.append(self.min_priority)
+        if self.max_priority is not None:
+            values.append(self.max_priority)
+        values.extend(self.names)
+        return values
+
 
 class Waiter:
     """Blocks an idle worker until `timeout` passes or `wake_fd` becomes readable.

@@ -197,13 +197,7 @@ class MySQLBackend(Backend):
         """The SKIP LOCKED claim on the PyMySQL connection itself (see the module docstring)."""
         now = utcnow()
         stale = now - timedelta(seconds=lock_timeout)
-        params: list[Any] = [now, stale, stale, *flt.queues]
-        if flt.min_priority is not None:
-            params.append(flt.min_priority)
-        if flt.max_priority is not None:
-            params.append(flt.max_priority)
-        params.extend(flt.names)
-        params.append(limit)
+        params: list[Any] = [now, stale, stale, *flt.raw_params(), limit]
         sql = self._claim_sql(flt)
         rows = self._run(driver, [(sql, params)], claim=(now, worker_name))
         records = [JobRecord(*row[:8], now, worker_name, *row[10:]) for row in rows]
@@ -211,24 +205,10 @@ class MySQLBackend(Backend):
         return records
 
     def _claim_sql(self, flt: ClaimFilter) -> str:
-        key = (
-            len(flt.queues),
-            flt.min_priority is not None,
-            flt.max_priority is not None,
-            len(flt.names),
-            flt.exclude_names,
-        )
+        key = flt.shape()
         sql = self._claim_raw.get(key)
         if sql is None:
-            filters = ""
-            if key[0]:
-                filters += f" AND queue IN ({', '.join(['%s'] * key[0])})"
-            if key[1]:
-                filters += " AND priority >= %s"
-            if key[2]:
-                filters += " AND priority <= %s"
-            if key[3]:  # a worker lane's job names (delayed.worker)
-                filters += f" AND name {'NOT IN' if key[4] else 'IN'} ({', '.join(['%s'] * key[3])})"
+            filters = flt.raw_conditions("%s")
             sql = self._claim_raw[key] = (
                 f"SELECT {_RECORD_COLUMNS} FROM {self._name} "
                 "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= %s "

@@ -105,12 +105,7 @@ class SQLiteBackend(Backend):
         params: list[Any] = [to_text(now), worker_name, to_text(now)]
         stale = to_text(now - timedelta(seconds=lock_timeout))
         params.extend([stale, stale])
-        params.extend(flt.queues)
-        if flt.min_priority is not None:
-            params.append(flt.min_priority)
-        if flt.max_priority is not None:
-            params.append(flt.max_priority)
-        params.extend(flt.names)
+        params.extend(flt.raw_params())
         params.append(limit)
         sql = self._claim_sql(flt)
         rows = self._run(driver, sql, params, commit=False)
@@ -125,24 +120,10 @@ class SQLiteBackend(Backend):
         return records
 
     def _claim_sql(self, flt: ClaimFilter) -> str:
-        key = (
-            len(flt.queues),
-            flt.min_priority is not None,
-            flt.max_priority is not None,
-            len(flt.names),
-            flt.exclude_names,
-        )
+        key = flt.shape()
         sql = self._claim_raw.get(key)
         if sql is None:
-            filters = ""
-            if key[0]:
-                filters += f" AND queue IN ({', '.join('?' * key[0])})"
-            if key[1]:
-                filters += " AND priority >= ?"
-            if key[2]:
-                filters += " AND priority <= ?"
-            if key[3]:  # a worker lane's job names (delayed.worker)
-                filters += f" AND name {'NOT IN' if key[4] else 'IN'} ({', '.join('?' * key[3])})"
+            filters = flt.raw_conditions("?")
             name = self._name
             sql = self._claim_raw[key] = (
                 f"UPDATE {name} SET locked_at = ?, locked_by = ? WHERE id IN (SELECT id FROM {name} "
