@@ -8,7 +8,9 @@ which backends run.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -101,6 +103,33 @@ class _Servers:
             except Exception as exc:  # leave it; a later run is not affected (new names)
                 print(f"could not drop test database {name}: {exc}")
             admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _the_servers_to_itself_when_exclusive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist the tests run in several processes at once, but a test marked
+    `exclusive` (the chaos test restarts PostgreSQL) must run alone: every test holds a shared
+    lock on a file of this run while it runs, an exclusive test the exclusive lock. A gate lock
+    in front gives the exclusive test precedence (tests arriving while it waits wait behind it),
+    so it is not starved by the others' stream of shared locks. Without xdist: nothing to do."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        yield
+        return
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    base = Path(tempfile.gettempdir()) / f"delayed-tests-{run}"
+    with open(f"{base}.gate", "a") as gate, open(f"{base}.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            if not exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

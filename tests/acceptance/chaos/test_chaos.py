@@ -199,6 +199,7 @@ def _until(condition: Callable[[], object], chaos: Chaos, what: str, deadline: f
         time.sleep(0.2)
 
 
+@pytest.mark.exclusive  # it restarts PostgreSQL: no other test may run meanwhile
 def test_chaos_loses_no_job(pg, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed = int(os.environ.get("DELAYED_CHAOS_SEED", str(random.SystemRandom().randrange(10**6))))
     rng = random.Random(seed)
