@@ -105,6 +105,20 @@ class _Servers:
             admin.dispose()
 
 
+def _sendable(text: str) -> str:
+    """`text` with lone surrogates escaped: pytest-xdist sends reports as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Captured output may hold what the bad-input tests feed the worker (a lone surrogate in
+    a job's error, logged as given): escaped here, or an xdist worker dies sending the report."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    report.sections = [(title, _sendable(content)) for title, content in report.sections]
+
+
 @pytest.fixture(autouse=True)
 def _the_servers_to_itself_when_exclusive(request: pytest.FixtureRequest) -> Iterator[None]:
     """Under pytest-xdist the tests run in several processes at once, but a test marked
