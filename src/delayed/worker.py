@@ -283,10 +283,10 @@ class Worker:
         exit_on_complete, the database is not usable (see `_give_up`). Raises SchemaOutOfDate
         (before claiming anything) when the schema lacks steps this release needs.
         """
-        self.check_schema()
         if install_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._on_signal)
+            for sig in (signal.SIGTERM, signal.SIGINT):  # first: the schema check may wait on
+                signal.signal(sig, self._on_signal)  # a silent host for connect_timeout
+        self.check_schema()
         log.info(
             "Starting worker %s: queues=%s max_claims=%d priorities=%s..%s",
             self.name,
