@@ -83,6 +83,16 @@ class ClaimFilter:
         return values
 
 
+def plain_deletes(outcomes: Sequence[Outcome]) -> list[int] | None:
+    """The ids when every outcome is a success of one worker holding no concurrency lease
+    (nearly every batch: the direct drivers' one DELETE serves it); else None."""
+    locked_by = outcomes[0].locked_by
+    for outcome in outcomes:
+        if outcome.kind != "delete" or outcome.locked_by != locked_by or outcome.leased:
+            return None
+    return [outcome.id for outcome in outcomes]
+
+
 class Waiter:
     """Blocks an idle worker until `timeout` passes or `wake_fd` becomes readable.
 

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from ..record import JobRecord
 from ..timeutil import utcnow
-from .base import Backend, ClaimFilter, Outcome
+from .base import Backend, ClaimFilter, Outcome, plain_deletes
 
 log = logging.getLogger("delayed.backend")
 
@@ -258,11 +258,10 @@ class MySQLBackend(Backend):
         """
         if not outcomes or not self._direct or conn.in_transaction():
             return super().complete(conn, outcomes)
+        ids = plain_deletes(outcomes)
+        if ids is None:
+            return super().complete(conn, outcomes)
         locked_by = outcomes[0].locked_by
-        for outcome in outcomes:
-            if outcome.kind != "delete" or outcome.locked_by != locked_by or outcome.leased:
-                return super().complete(conn, outcomes)
-        ids = [outcome.id for outcome in outcomes]
         marks = ", ".join(["%s"] * len(ids))
         sql = f"DELETE FROM {self._name} WHERE id IN ({marks}) AND locked_by = %s"
         self._run(conn.connection.dbapi_connection, [(sql, [*ids, locked_by])])

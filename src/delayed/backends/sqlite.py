@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from ..record import JobRecord
 from ..timeutil import utcnow
-from .base import Backend, ClaimFilter, Outcome
+from .base import Backend, ClaimFilter, Outcome, plain_deletes
 
 # RETURNING in JobRecord's field order, so a row tuple builds a JobRecord positionally.
 _RECORD_COLUMNS = (
@@ -162,11 +162,10 @@ class SQLiteBackend(Backend):
         """
         if not outcomes or not self._direct or conn.in_transaction():
             return super().complete(conn, outcomes)
+        ids = plain_deletes(outcomes)
+        if ids is None:
+            return super().complete(conn, outcomes)
         locked_by = outcomes[0].locked_by
-        for outcome in outcomes:
-            if outcome.kind != "delete" or outcome.locked_by != locked_by or outcome.leased:
-                return super().complete(conn, outcomes)
-        ids = [outcome.id for outcome in outcomes]
         sql = f"DELETE FROM {self._name} WHERE id IN ({', '.join('?' * len(ids))}) AND locked_by = ?"
         self._run(conn.connection.dbapi_connection, sql, [*ids, locked_by], commit=True)
 
