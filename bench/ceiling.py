@@ -7,7 +7,10 @@
     ceiling.py copy DSN --count N                       one COPY of N rows + commit (bulk enqueue)
 
 A claim loop runs `--connections` threads in this process, each looping "claim up to k ready
-jobs, then delete them" on pydelayed's own table and indexes until a claim finds nothing:
+jobs, then delete them" on pydelayed's own table and indexes until a claim finds nothing. The
+ready predicate is ours (`failed_at IS NULL AND finished_at IS NULL`, run_at, lock): without
+`finished_at IS NULL` (since schema step 5) no database can use the pickup index for it, and
+the "ceiling" fell below us (MariaDB: a filesort of every ready row per claim).
 - pg: `UPDATE ... WHERE id = ANY(ARRAY(SELECT ... ORDER BY priority, run_at, id LIMIT k FOR
   UPDATE SKIP LOCKED)) RETURNING id` on a claim connection with `synchronous_commit = off` and
   `enable_sort = off` (as pydelayed's claim connection), then `DELETE ... WHERE id = ANY(ids)
@@ -37,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 READY_PG = (
-    "failed_at IS NULL AND run_at <= now() AT TIME ZONE 'utc' "
+    "failed_at IS NULL AND finished_at IS NULL AND run_at <= now() AT TIME ZONE 'utc' "
     "AND (locked_at IS NULL OR locked_at < now() AT TIME ZONE 'utc' - interval '1230 seconds')"
 )
 PG_CLAIM = (
@@ -48,14 +51,16 @@ PG_CLAIM = (
 PG_DELETE = "DELETE FROM delayed_jobs WHERE id = ANY(%(ids)s) AND locked_by = %(me)s"
 
 MYSQL_SELECT = (
-    "SELECT id FROM delayed_jobs WHERE failed_at IS NULL AND run_at <= UTC_TIMESTAMP(6) "
+    "SELECT id FROM delayed_jobs WHERE failed_at IS NULL AND finished_at IS NULL "
+    "AND run_at <= UTC_TIMESTAMP(6) "
     "AND (locked_at IS NULL OR locked_at < UTC_TIMESTAMP(6) - INTERVAL 1230 SECOND) "
     "ORDER BY priority, run_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
 )
 
 SQLITE_CLAIM = (
     "UPDATE delayed_jobs SET locked_at = ?, locked_by = ? WHERE id IN (SELECT id FROM delayed_jobs "
-    "WHERE failed_at IS NULL AND run_at <= ? AND (locked_at IS NULL OR locked_at < ?) "
+    "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= ? "
+    "AND (locked_at IS NULL OR locked_at < ?) "
     "ORDER BY priority, run_at, id LIMIT ?) RETURNING id"
 )
 
