@@ -61,6 +61,13 @@ def parse_args(argv: list[str] | None, scenarios: list[Scenario]) -> argparse.Na
         help="supervisors standing in for hosts, e.g. 1,2,4 (their children share the worker registry)",
     )
     parser.add_argument("--soak-seconds", type=float, default=None, help="soak length (default by mode)")
+    parser.add_argument(
+        "--soak-autovacuum",
+        choices=["on", "server"],
+        default=None,
+        help="on: turn the server's autovacuum on for the soak if it is off, then back (default but "
+        "in --smoke); server: leave it as the server has it",
+    )
     parser.add_argument("--out", default=None, help="JSON file (default bench/results/<mode>-<time>.json)")
     parser.add_argument("--charts", default=None, help="PNG directory (default: the JSON's path minus .json)")
     parser.add_argument("--no-charts", action="store_true", help="write no PNG")

@@ -8,6 +8,12 @@
    `sample_every` s the harness records the jobs table's size (pg_total_relation_size, heap,
    indexes), live/dead tuples, autovacuum runs and the backlog.
 3. Tail: once the load stops, wait until every job is done (scheduled ones and retries too).
+Autovacuum: the soak measures what a production server does, and PostgreSQL's default is
+autovacuum on. A server with it off (this project's CI machines set `autovacuum = off`) keeps
+every dead row of a queue table: in the first dated run the table grew by ~1 GB per 10 minutes,
+the claims slowed and the workers fell behind after 4 minutes. So with `autovacuum="on"` (run.py's
+default except in --smoke) a server that has it off gets it on for the soak only (`ALTER SYSTEM
+SET autovacuum = on`, reload), and back as it was afterwards; the JSON records both.
 4. Check: each job recorded its token in soak_runs when it really ran: a token missing is a
    lost job, a token twice is a job run twice; no row may be left or failed.
 Start latency = the job's t_start - t_enqueue (jobs due at once, per bucket of `bucket` s
@@ -16,11 +22,13 @@ by enqueue time: p50/p99/max in SQL); scheduled jobs' lateness = t_start - t_due
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -85,6 +93,51 @@ class SizeSampler:
         self.sample()
 
 
+AUTOVACUUM_SQL = "SELECT setting, coalesce(sourcefile, '') FROM pg_settings WHERE name = 'autovacuum'"
+
+
+@contextlib.contextmanager
+def server_autovacuum(engine: sa.Engine, wanted: str) -> Iterator[dict[str, str]]:
+    """With wanted="on", autovacuum on for the block (if the server has it off), then restored.
+
+    Yields what the server had and what the soak ran with. The setting is server-wide (a
+    reload, no restart); only a setting this function made is undone, and one that came from
+    postgresql.auto.conf is put back there.
+    """
+    with engine.connect() as conn:
+        before, source = conn.exec_driver_sql(AUTOVACUUM_SQL).one()
+    state = {"server": before, "during_soak": before}
+    if wanted != "on" or before == "on":
+        yield state
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ALTER SYSTEM SET autovacuum = on")
+        conn.exec_driver_sql("SELECT pg_reload_conf()")
+    try:
+        state["during_soak"] = _wait_for_autovacuum(engine, "on")
+        print(f"   soak: autovacuum is {before} on this server; on for the soak", flush=True)
+        yield state
+    finally:
+        with engine.connect() as conn:
+            if source.endswith("postgresql.auto.conf"):
+                conn.exec_driver_sql(f"ALTER SYSTEM SET autovacuum = {before}")
+            else:
+                conn.exec_driver_sql("ALTER SYSTEM RESET autovacuum")
+            conn.exec_driver_sql("SELECT pg_reload_conf()")
+        _wait_for_autovacuum(engine, before)
+
+
+def _wait_for_autovacuum(engine: sa.Engine, value: str) -> str:
+    """The reload is asynchronous: poll new sessions (up to 10 s) until they see `value`."""
+    deadline = time.monotonic() + 10
+    while True:
+        with engine.connect() as conn:
+            now = conn.exec_driver_sql("SHOW autovacuum").scalar_one()
+        if now == value or time.monotonic() > deadline:
+            return now
+        time.sleep(0.1)
+
+
 def _load_cmd(url: str, *args: str) -> list[str]:
     return [sys.executable, str(BENCH / "soak_load.py"), url, *args]
 
@@ -106,6 +159,7 @@ def soak(
     bucket: float,
     sample_every: float,
     timeout: float,
+    autovacuum: str = "on",
 ) -> dict[str, Any]:
     """Run the soak described in the module docstring; figures and the correctness check."""
     import bench_jobs
@@ -115,7 +169,9 @@ def soak(
         engine = sa.create_engine(
             sa.make_url(db.url), poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
         )
+        restore = contextlib.ExitStack()
         try:
+            vacuum = restore.enter_context(server_autovacuum(engine, autovacuum))
             with engine.connect() as conn:
                 for ddl in bench_jobs.SOAK_DDL:
                     conn.exec_driver_sql(ddl)
@@ -172,7 +228,10 @@ def soak(
                 sample["t"] = round(sample["t"] - shift, 2)
             buckets = _buckets(engine, load["started_at"], bucket)
         finally:
-            engine.dispose()
+            try:
+                restore.close()  # the server's autovacuum setting as it was
+            finally:
+                engine.dispose()
     return {
         "seconds": seconds,
         "bucket_s": bucket,
@@ -184,6 +243,7 @@ def soak(
         "achieved_rate": load["enqueued"] / load["seconds"],
         "load": load,
         "tail_s": tail,
+        "autovacuum": vacuum,
         "buckets": buckets["now"],
         "late_buckets": buckets["later"],
         "sizes": sampler.samples,

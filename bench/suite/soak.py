@@ -29,6 +29,7 @@ def soak(ctx: Context) -> None:
             bucket,
             max(1.0, bucket / 6),
             ctx.timeout,
+            ctx.args.soak_autovacuum or ("server" if ctx.args.mode == "smoke" else "on"),
         ),
     )
     if not r:
@@ -68,6 +69,10 @@ def soak(ctx: Context) -> None:
         ],
         ["fail-once jobs: failed once / enqueued", f"{r['failed_once']} / {r['fail_jobs']}"],
         ["correct", "yes" if r["correct"] else "NO"],
+        [
+            "autovacuum: the server's setting / during the soak",
+            f"{r['autovacuum']['server']} / {r['autovacuum']['during_soak']}",
+        ],
     ]
     print(ctx.report.add_table("soak summary", ["figure", "value"], summary))
 
