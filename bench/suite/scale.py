@@ -2,9 +2,10 @@
 
 Reports throughput, claim statements per second, jobs per claim and rows claimed but not yet
 done (sampled every poll) per point. `--scale-hosts 1,2,4` also runs each point split over
-that many supervisors on the same database, standing in for separate hosts; that is only
-meaningful once supervisors coordinate through the worker registry (until then they simply
-compete for the same rows).
+that many supervisors on the same database, standing in for separate hosts: each registers its
+children in the worker registry (delayed_workers) and knows the others only through the table
+(heartbeats, rescue), as separate hosts would; no supervisor leads. They share this box's two
+cores, so the split shows coordination costs, not what more hardware would add.
 """
 
 from __future__ import annotations

@@ -327,6 +327,17 @@ class Worker:
         if not self._schema_checked:
             check_current(self.backend.engine, self.backend.table)
             self._schema_checked = True
+            self._warn_upkeep()
+
+    def _warn_upkeep(self) -> None:
+        """Say once what the database's upkeep of the table lacks (autovacuum off); never fatal."""
+        try:
+            warnings = self.backend.upkeep_warnings()
+        except Exception as exc:
+            log.debug("could not read the database's upkeep settings: %s", describe_error(exc))
+            return
+        for warning in warnings:
+            log.warning("%s", warning)
 
     def _reset(self) -> None:
         """Ready for another run: clear the stop flags of the one that ended."""

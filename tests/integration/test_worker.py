@@ -479,3 +479,30 @@ def test_a_second_stop_releases_running_jobs_and_leaves_no_thread_that_blocks_ex
     assert (worker.busy, worker.running_jobs()) == (0, [])
     assert worker.work_off(1) == (1, 0)
     assert db.row(long_job) is None
+
+
+def test_worker_warns_once_when_autovacuum_is_off_for_the_table(pg, caplog) -> None:
+    """A queue table without vacuum keeps every finished job's dead row: the worker says so at
+    start-up (the table's own autovacuum_enabled = false here; the server's switch likewise)."""
+    with pg.engine.connect() as conn:
+        server_on = conn.exec_driver_sql("SHOW autovacuum").scalar_one() == "on"
+    pg.execute("ALTER TABLE delayed_jobs SET (autovacuum_enabled = false)")
+    try:
+        with caplog.at_level("WARNING", logger="delayed"):
+            worker = Worker()
+            worker.check_schema()
+            worker.check_schema()  # once per worker
+    finally:
+        pg.execute("ALTER TABLE delayed_jobs RESET (autovacuum_enabled)")
+    warned = [r.getMessage() for r in caplog.records if "autovacuum is off" in r.getMessage()]
+    assert len(warned) == 1, warned
+    if server_on:
+        assert "for table delayed_jobs" in warned[0] and "RESET (autovacuum_enabled)" in warned[0]
+    else:  # the server-wide switch is named first: it is the one to fix
+        assert "off on this server" in warned[0] and "autovacuum = on" in warned[0]
+
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="delayed"):
+        Worker().check_schema()
+    again = [r.getMessage() for r in caplog.records if "autovacuum is off" in r.getMessage()]
+    assert len(again) == (0 if server_on else 1), again
