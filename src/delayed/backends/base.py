@@ -31,6 +31,12 @@ log = logging.getLogger("delayed.backend")
 _CLAIM_ROUNDS = 3  # one claim plus two more when keyed rows lost their slot race
 
 AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+# A claim's RETURNING (or SELECT) list in JobRecord's field order, so the hand-written claims
+# build each JobRecord from a row tuple positionally.
+RECORD_COLUMNS = (
+    "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
+    "failed_at, created_at, updated_at, unique_key, concurrency_key, concurrency_limit"
+)
 
 
 @dataclass(frozen=True)

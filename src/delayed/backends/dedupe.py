@@ -25,6 +25,20 @@ FindExisting = Callable[[Sequence[str]], dict[str, int]]
 _TRIES = 5
 
 
+# The columns an enqueued row carries (EnqueueRequest.row()), in the order every insert sends them.
+INSERT_COLUMNS = (
+    "priority",
+    "attempts",
+    "handler",
+    "run_at",
+    "queue",
+    "name",
+    "created_at",
+    "updated_at",
+    "unique_key",
+    "concurrency_key",
+    "concurrency_limit",
+)
 OPTIONAL_COLUMNS = ("unique_key", "concurrency_key", "concurrency_limit")
 
 

@@ -13,21 +13,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from .dedupe import has_unique, insert_deduplicated, sent_columns
+from .dedupe import INSERT_COLUMNS, has_unique, insert_deduplicated, sent_columns
 
-_COLUMNS = (
-    "priority",
-    "attempts",
-    "handler",
-    "run_at",
-    "queue",
-    "name",
-    "created_at",
-    "updated_at",
-    "unique_key",
-    "concurrency_key",
-    "concurrency_limit",
-)
 _CHUNK = 1000  # rows per INSERT: 8,000 parameters, below every backend's limit
 
 
@@ -73,8 +60,8 @@ def _insert_keyed(
     connection: Any, table_name: str, rows: list[dict[str, Any]]
 ) -> dict[str, tuple[int, bool]]:
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(c) for c in _COLUMNS)
-    one = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    columns = ", ".join(quote(c) for c in INSERT_COLUMNS)
+    one = "(" + ", ".join(["%s"] * len(INSERT_COLUMNS)) + ")"
     convert = _sqlite_datetime if connection.vendor == "sqlite" else None
     returning = f"RETURNING {quote('id')}, {quote('handler')}"
     if connection.vendor == "mysql":
@@ -84,7 +71,7 @@ def _insert_keyed(
     answered: dict[str, tuple[int, bool]] = {}
     with connection.cursor() as cursor:
         for row in rows:
-            params = [_value(row.get(c), convert) for c in _COLUMNS]
+            params = [_value(row.get(c), convert) for c in INSERT_COLUMNS]
             cursor.execute(
                 f"INSERT INTO {_quoted(connection, table_name)} ({columns}) VALUES {one} {tail}", params
             )
@@ -109,7 +96,7 @@ def _find_keys(connection: Any, table_name: str, keys: Sequence[str]) -> dict[st
 def _insert(connection: Any, table_name: str, rows: list[dict[str, Any]]) -> list[int]:
     quote = connection.ops.quote_name
     table = ".".join(quote(part) for part in table_name.split("."))  # schema.table
-    sent = sent_columns(rows, _COLUMNS)
+    sent = sent_columns(rows, INSERT_COLUMNS)
     columns = ", ".join(quote(c) for c in sent)
     one = "(" + ", ".join(["%s"] * len(sent)) + ")"
     convert = _sqlite_datetime if connection.vendor == "sqlite" else None

@@ -28,18 +28,13 @@ from sqlalchemy.engine import Connection
 
 from ..record import JobRecord
 from ..timeutil import utcnow
-from .base import Backend, ClaimFilter, Outcome, plain_deletes
+from .base import RECORD_COLUMNS, Backend, ClaimFilter, Outcome, plain_deletes
 
 log = logging.getLogger("delayed.backend")
 
 _RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock
 _MISSING = {1146: "table", 1049: "database"}  # ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR
 _CLAIM_TRIES = 5
-# The columns in JobRecord's field order, so a row tuple builds a JobRecord positionally.
-_RECORD_COLUMNS = (
-    "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
-    "failed_at, created_at, updated_at, unique_key, concurrency_key, concurrency_limit"
-)
 
 
 def _mysql_code(exc: BaseException) -> int | None:
@@ -210,7 +205,7 @@ class MySQLBackend(Backend):
         if sql is None:
             filters = flt.raw_conditions("%s")
             sql = self._claim_raw[key] = (
-                f"SELECT {_RECORD_COLUMNS} FROM {self._name} "
+                f"SELECT {RECORD_COLUMNS} FROM {self._name} "
                 "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= %s "
                 f"AND (locked_at IS NULL OR locked_at < %s) AND {self.capacity_sql(self._name, '%s')}"
                 f"{filters} ORDER BY priority, run_at, id "

@@ -29,25 +29,12 @@ from ..errors import EnqueueError
 from ..record import EnqueueResult, JobRecord
 from ..schema import notify_channel
 from ..timeutil import utcnow
-from .base import Backend, ClaimFilter, Outcome, Waiter
-from .dedupe import has_unique
+from .base import RECORD_COLUMNS, Backend, ClaimFilter, Outcome, Waiter
+from .dedupe import INSERT_COLUMNS, OPTIONAL_COLUMNS, has_unique
 
 log = logging.getLogger("delayed.backend")
 
-_INSERT_COLUMNS = (
-    "priority",
-    "attempts",
-    "handler",
-    "run_at",
-    "queue",
-    "name",
-    "created_at",
-    "updated_at",
-    "unique_key",
-    "concurrency_key",
-    "concurrency_limit",
-)
-_OPTIONAL = frozenset({"unique_key", "concurrency_key", "concurrency_limit"})  # left out when all NULL
+_OPTIONAL = frozenset(OPTIONAL_COLUMNS)  # left out when all NULL
 _INSERT_TYPES = {
     "priority": "integer",
     "attempts": "integer",
@@ -61,11 +48,6 @@ _INSERT_TYPES = {
     "concurrency_key": "varchar",
     "concurrency_limit": "integer",
 }
-# RETURNING in JobRecord's field order, so a row tuple builds a JobRecord positionally.
-_RECORD_COLUMNS = (
-    "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
-    "failed_at, created_at, updated_at, unique_key, concurrency_key, concurrency_limit"
-)
 _NO_DATABASE = re.compile(r'FATAL:\s+database ".*" does not exist')
 _INSERT_CHUNK = 10_000  # rows per INSERT statement
 _UNIQUE_TRIES = 5
@@ -113,7 +95,7 @@ def insert_statement(
     # per column: "a" (array), "s" (one value), "=" (= created_at), "p" (one packed string)
     shape: list[str] = []
     created = [row["created_at"] for row in chunk]
-    for column in _INSERT_COLUMNS:
+    for column in INSERT_COLUMNS:
         values = created if column == "created_at" else [row.get(column) for row in chunk]
         if column in _SAME_AS_CREATED and values == created:
             shape.append("=")
@@ -134,7 +116,7 @@ def insert_statement(
 def single_shape(row: dict[str, Any]) -> str:
     """The shape of a one-row INSERT: "1", then "v" per column sent, "n" per step-4 column
     left NULL (not sent, so a plain enqueue works on a table not yet migrated to step 4)."""
-    return "1" + "".join("n" if c in _OPTIONAL and row.get(c) is None else "v" for c in _INSERT_COLUMNS)
+    return "1" + "".join("n" if c in _OPTIONAL and row.get(c) is None else "v" for c in INSERT_COLUMNS)
 
 
 @functools.lru_cache(maxsize=256)
@@ -146,7 +128,7 @@ def _insert_sql(quoted_table: str, shape: str, binary: bool) -> str:
     name = quoted_table.replace("%", "%%")  # psycopg's placeholders
     single = shape.startswith("1")
     kinds = shape[1:] if single else shape
-    sent = [(c, kind) for c, kind in zip(_INSERT_COLUMNS, kinds, strict=True) if kind != "n"]
+    sent = [(c, kind) for c, kind in zip(INSERT_COLUMNS, kinds, strict=True) if kind != "n"]
     columns = ", ".join(c for c, _ in sent)
     if single:
         source = "VALUES (" + ", ".join(f"%({c})s" for c, _ in sent) + ")"
@@ -342,7 +324,7 @@ class PostgresBackend(Backend):
                 f"AND (locked_at IS NULL OR locked_at < :stale){filters} "
                 f"AND (concurrency_key IS NULL OR {self._live_leases_sql()} < concurrency_limit) "
                 "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED)) "
-                f"RETURNING {_RECORD_COLUMNS}"
+                f"RETURNING {RECORD_COLUMNS}"
             )
             # The same text for the driver itself (the worker's claim connection uses it).
             self._claim_raw[key] = re.sub(

@@ -25,13 +25,8 @@ from sqlalchemy.engine import Connection
 
 from ..record import JobRecord
 from ..timeutil import utcnow
-from .base import Backend, ClaimFilter, Outcome, plain_deletes
+from .base import RECORD_COLUMNS, Backend, ClaimFilter, Outcome, plain_deletes
 
-# RETURNING in JobRecord's field order, so a row tuple builds a JobRecord positionally.
-_RECORD_COLUMNS = (
-    "id, priority, attempts, handler, name, run_at, queue, last_error, locked_at, locked_by, "
-    "failed_at, created_at, updated_at, unique_key, concurrency_key, concurrency_limit"
-)
 _TIMESTAMPS = (5, 8, 10, 11, 12)  # their positions: text in SQLite, datetimes in a JobRecord
 
 
@@ -130,7 +125,7 @@ class SQLiteBackend(Backend):
                 "WHERE failed_at IS NULL AND finished_at IS NULL AND run_at <= ? "
                 "AND (locked_at IS NULL OR locked_at < ?) "
                 f"AND {self.capacity_sql(name, '?')}{filters} ORDER BY priority, run_at, id LIMIT ?) "
-                f"RETURNING {_RECORD_COLUMNS}"
+                f"RETURNING {RECORD_COLUMNS}"
             )
         return sql
 
